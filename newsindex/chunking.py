@@ -1,0 +1,196 @@
+"""Cutting article text into chunks of whole sentences that fit the embedding model.
+
+Tokens are counted with the model's own tokenizer (the `tokenizers` library, no torch), so a chunk
+never exceeds the model's max_seq_length once [CLS] and [SEP] are added: nothing is silently
+truncated by the encoder. Every chunk keeps its character span, so `text[start:end]` is the chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from newsindex.config import ChunkSettings
+
+_ABBREVIATIONS = {
+    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "mt", "gen", "gov", "sen", "rep", "lt", "col",
+    "capt", "sgt", "maj", "adm", "rev", "hon", "pres", "inc", "ltd", "co", "corp", "bros", "vs", "etc",
+    "no", "nos", "vol", "fig", "approx", "est", "dept", "univ", "jan", "feb", "mar", "apr", "jun", "jul",
+    "aug", "sep", "sept", "oct", "nov", "dec", "e.g", "i.e", "u.s", "u.k", "u.n", "a.m", "p.m",
+}  # fmt: skip
+# Sentence end: terminal punctuation, optional closing quotes/brackets, then white space.
+_SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s)")
+_STARTS_SENTENCE = re.compile(r"\s+[\"'“‘(\[]*[A-Z0-9\u00C0-\u024F\u0370-\u1FFF\u0400-\u04FF\u0590-\u06FF\u3040-\u9FFF]")
+_BLOCK_BREAK = re.compile(r"\n[ \t]*\n|\n(?=[ \t]*(?:#{1,6}\s|[-*+]\s|\d+[.)]\s|>))")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    ordinal: int
+    start: int
+    end: int
+    text: str
+    token_count: int
+
+
+class Tokenizer:
+    """The model's fast tokenizer with its limits; counts content tokens (no special tokens)."""
+
+    def __init__(self, model_dir: Path):
+        from tokenizers import Tokenizer as HFTokenizer
+
+        self._tok = HFTokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self._tok.no_truncation()
+        self._tok.no_padding()
+        self.max_seq_length = _max_seq_length(model_dir)
+        self.special_tokens = self._tok.post_processor.num_special_tokens_to_add(False) if self._tok.post_processor else 0
+
+    @property
+    def content_budget(self) -> int:
+        return self.max_seq_length - self.special_tokens
+
+    def encode(self, texts: list[str]):
+        return self._tok.encode_batch(texts, add_special_tokens=False)
+
+    def count(self, texts: list[str]) -> list[int]:
+        return [len(e.ids) for e in self.encode(texts)]
+
+    def count_with_special(self, text: str) -> int:
+        return len(self._tok.encode(text, add_special_tokens=True).ids)
+
+
+def _max_seq_length(model_dir: Path) -> int:
+    config = model_dir / "sentence_bert_config.json"
+    if config.exists():
+        value = json.loads(config.read_text()).get("max_seq_length")
+        if value:
+            return int(value)
+    return 512
+
+
+@lru_cache(maxsize=4)
+def load_tokenizer(model_dir: str) -> Tokenizer:
+    return Tokenizer(Path(model_dir))
+
+
+def split_sentences(text: str) -> list[tuple[int, int]]:
+    """Character spans of the sentences in `text`, white space trimmed, in order, covering every
+    non-space character exactly once. Paragraphs, headings and list items always end a sentence."""
+    spans: list[tuple[int, int]] = []
+    block_start = 0
+    for brk in [*_BLOCK_BREAK.finditer(text), None]:
+        block_end = brk.start() if brk else len(text)
+        _split_block(text, block_start, block_end, spans)
+        if brk:
+            block_start = brk.end()
+    return spans
+
+
+def _split_block(text: str, start: int, end: int, spans: list[tuple[int, int]]) -> None:
+    sentence_start = start
+    for match in _SENTENCE_END.finditer(text, start, end):
+        if not _STARTS_SENTENCE.match(text, match.end(), end):
+            continue
+        if _is_abbreviation(text, sentence_start, match.start(), match.group()):
+            continue
+        _add_span(text, sentence_start, match.end(), spans)
+        sentence_start = match.end()
+    _add_span(text, sentence_start, end, spans)
+
+
+def _is_abbreviation(text: str, sentence_start: int, dot: int, punct: str) -> bool:
+    if not punct.startswith(".") or len(punct.rstrip("\"'”’)]")) > 1:
+        return False
+    word = text[sentence_start:dot].rsplit(None, 1)[-1] if text[sentence_start:dot].strip() else ""
+    word = word.lstrip("\"'“‘([").lower()
+    # Single letters are initials ("J. Smith"); dotted words are acronyms ("U.S.").
+    return word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha())
+
+
+def _add_span(text: str, start: int, end: int, spans: list[tuple[int, int]]) -> None:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    if start < end:
+        spans.append((start, end))
+
+
+def chunk_text(text: str, tokenizer: Tokenizer, settings: ChunkSettings = ChunkSettings()) -> list[Chunk]:
+    """Pack whole sentences into chunks of at most `settings.max_tokens` content tokens, repeating
+    the last `overlap_sentences` sentences of a chunk at the start of the next. A sentence longer
+    than the budget is cut at token boundaries (word boundaries where possible)."""
+    budget = min(settings.max_tokens, tokenizer.content_budget)
+    if budget < 1:
+        raise ValueError(f"chunk budget must be at least 1 token, got {settings.max_tokens}")
+    units = _units(text, split_sentences(text), tokenizer, budget)
+    chunks: list[Chunk] = []
+    i = 0
+    while i < len(units):
+        j, tokens = i, 0
+        while j < len(units) and (j == i or tokens + units[j][2] <= budget):
+            tokens += units[j][2]
+            j += 1
+        start, end = units[i][0], units[j - 1][1]
+        chunk_tokens = tokenizer.count([text[start:end]])[0]
+        # Token counts of sentences add up for WordPiece, but check the joined text to be sure.
+        while chunk_tokens > budget and j - 1 > i:
+            j -= 1
+            end = units[j - 1][1]
+            chunk_tokens = tokenizer.count([text[start:end]])[0]
+        chunks.append(Chunk(len(chunks), start, end, text[start:end], chunk_tokens))
+        if j >= len(units):
+            break
+        i = _next_start(units, i, j, settings.overlap_sentences, budget)
+    return chunks
+
+
+def _next_start(units: list[tuple[int, int, int]], i: int, j: int, overlap: int, budget: int) -> int:
+    """Where the next chunk starts: back `overlap` units, but never so far that the next unit no
+    longer fits (a chunk must always add something new)."""
+    start = max(j - overlap, i + 1)
+    while start < j and sum(u[2] for u in units[start : j + 1]) > budget:
+        start += 1
+    return start
+
+
+def _units(text: str, spans: list[tuple[int, int]], tokenizer: Tokenizer, budget: int) -> list[tuple[int, int, int]]:
+    """(start, end, tokens) for each sentence, with over-long sentences cut into pieces."""
+    units: list[tuple[int, int, int]] = []
+    encodings = tokenizer.encode([text[s:e] for s, e in spans])
+    for (start, end), enc in zip(spans, encodings):
+        if len(enc.ids) <= budget:
+            units.append((start, end, len(enc.ids)))
+        else:
+            units.extend(_cut_long(text, start, enc, tokenizer, budget))
+    return units
+
+
+def _cut_long(text: str, base: int, enc, tokenizer: Tokenizer, budget: int) -> list[tuple[int, int, int]]:
+    offsets = enc.offsets
+    sentence = text[base : base + offsets[-1][1]]
+    pieces: list[tuple[int, int, int]] = []
+    first = 0
+    while first < len(offsets):
+        last = min(first + budget, len(offsets))
+        if last < len(offsets):
+            # Prefer to cut where a new word starts, so the piece re-tokenizes the same way.
+            cut = last
+            while cut > first + 1 and offsets[cut][0] == offsets[cut - 1][1]:
+                cut -= 1
+            last = cut if cut > first + 1 else last
+        while True:
+            start = offsets[first][0]
+            end = offsets[last][0] if last < len(offsets) else offsets[-1][1]
+            piece = sentence[start:end].rstrip()
+            count = tokenizer.count([piece])[0]
+            if count <= budget or last - first <= 1:
+                break
+            last -= 1
+        lstrip = len(piece) - len(piece.lstrip())
+        pieces.append((base + start + lstrip, base + start + len(piece), count))
+        first = last
+    return pieces

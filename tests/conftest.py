@@ -1,0 +1,64 @@
+"""Shared fixtures: the real model's tokenizer, a real DuckDB file per test, and one Prefect test
+server for the whole session (starting one costs several seconds)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+
+from newsindex import config  # noqa: E402
+
+SEEDS = config.DEFAULT_SEEDS
+SEED_FILE = SEEDS / "crocus-city-hall-warning.txt"
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    return config.model_path()
+
+
+@pytest.fixture(scope="session")
+def tokenizer(model_dir):
+    from newsindex.chunking import load_tokenizer
+
+    return load_tokenizer(str(model_dir))
+
+
+@pytest.fixture
+def db(tmp_path) -> Path:
+    return tmp_path / "warehouse" / "test.duckdb"
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def ingest(prefect_server, db):
+    """Run the real ingest flow against this test's warehouse."""
+    from newsindex.flows.ingest import ingest as ingest_flow
+
+    def run(*paths, **options):
+        options.setdefault("db", str(db))
+        return ingest_flow(paths=[str(p) for p in paths], **options)
+
+    return run
+
+
+def write(path: Path, content: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return path

@@ -1,0 +1,166 @@
+"""Parsing the three article formats, and the one-line errors for files that cannot be read."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+from conftest import SEED_FILE, write
+
+from newsindex.articles import Article, ArticleError, path_doc_id, read_articles
+
+TODAY = dt.date(2026, 11, 24)
+
+
+def one(path) -> Article | ArticleError:
+    items = list(read_articles(path, today=TODAY))
+    assert len(items) == 1
+    return items[0]
+
+
+def test_seed_article():
+    article = one(SEED_FILE)
+    assert isinstance(article, Article)
+    assert article.published == dt.date(2024, 3, 23)
+    assert article.lead.startswith("Two weeks before gunmen opened fire inside Crocus City Hall")
+    assert article.text.startswith(article.lead)
+    assert "date 2024" not in article.text
+    assert "Adrienne Watson" in article.text
+    assert article.title == "Crocus city hall warning"
+    assert article.format == "txt"
+    assert article.warnings == []
+    assert article.doc_id.startswith("crocus-city-hall-warning-")
+
+
+def test_doc_id_is_stable_and_path_specific(tmp_path):
+    a = write(tmp_path / "a" / "story.txt", "date 2024-01-01 x")
+    b = write(tmp_path / "b" / "story.txt", "date 2024-01-01 x")
+    assert path_doc_id(a) == path_doc_id(tmp_path / "a" / ".." / "a" / "story.txt")
+    assert path_doc_id(a) != path_doc_id(b)
+
+
+def test_text_header_with_leading_space_and_crlf(tmp_path):
+    path = write(tmp_path / "x.txt", "  date 2024-05-06 The lead line.\r\n\r\nSecond paragraph.\r\n")
+    article = one(path)
+    assert article.published == dt.date(2024, 5, 6)
+    assert article.lead == "The lead line."
+    assert article.text == "The lead line.\n\nSecond paragraph."
+
+
+def test_text_without_date_is_kept_with_warning(tmp_path):
+    article = one(write(tmp_path / "nodate.txt", "Date night ideas for the city.\n\nMore text."))
+    assert isinstance(article, Article)
+    assert article.published is None
+    assert article.lead == "Date night ideas for the city."
+    assert any("no 'date" in w for w in article.warnings)
+
+
+def test_future_date_is_kept_with_warning(tmp_path):
+    article = one(write(tmp_path / "f.txt", "date 2030-01-01 Tomorrow's news."))
+    assert article.published == dt.date(2030, 1, 1)
+    assert article.warnings == ["date 2030-01-01 is in the future"]
+
+
+def test_markdown_with_front_matter(tmp_path):
+    path = write(
+        tmp_path / "post.md",
+        "---\ntitle: Flood warning issued\ndate: 2024-02-10\nsource: https://example.org/flood\n---\n"
+        "# Ignored heading\n\nRivers rose overnight.\n\nResidents were told to leave.\n",
+    )
+    article = one(path)
+    assert article.title == "Flood warning issued"
+    assert article.published == dt.date(2024, 2, 10)
+    assert article.url == "https://example.org/flood"
+    assert article.lead == "Rivers rose overnight."
+    assert article.text.startswith("# Ignored heading")
+    assert article.format == "md"
+
+
+def test_markdown_without_front_matter_uses_heading(tmp_path):
+    article = one(write(tmp_path / "plain.md", "# Budget passes\n\nThe council approved it.\n"))
+    assert article.title == "Budget passes"
+    assert article.published is None
+    assert article.lead == "The council approved it."
+
+
+def test_jsonl_articles_and_ids(tmp_path):
+    lines = [
+        {"id": "a1", "title": "First", "date": "2024-01-02", "url": "https://e.org/1", "text": "Alpha text."},
+        {"text": "Beta has no id.\n\nSecond paragraph."},
+        {"id": 7, "text": "Gamma."},
+    ]
+    path = write(tmp_path / "feed.jsonl", "\n".join(json.dumps(x) for x in lines) + "\n\n")
+    items = list(read_articles(path, today=TODAY))
+    assert [type(i) for i in items] == [Article, Article, Article]
+    first, second, third = items
+    assert (first.doc_id, first.title, first.published, first.url) == ("a1", "First", dt.date(2024, 1, 2), "https://e.org/1")
+    assert second.doc_id == f"{path_doc_id(path)}:2" and second.line == 2
+    assert second.title == "Beta has no id."
+    assert third.doc_id == "7"
+    assert all(i.source_path == str(path.resolve()) for i in items)
+
+
+def test_content_hash_tracks_content(tmp_path):
+    path = write(tmp_path / "h.txt", "date 2024-01-01 One.")
+    before = one(path).content_hash
+    assert one(path).content_hash == before
+    write(path, "date 2024-01-02 One.")
+    assert one(path).content_hash != before
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.txt", "", "is empty"),
+        ("blank.txt", "  \n\t\n", "is empty"),
+        ("latin1.txt", "date 2024-01-01 Caf\xe9".encode("latin-1"), "is not valid UTF-8 (byte 0xe9 at offset 19)"),
+        ("utf16.txt", "date 2024-01-01 x".encode("utf-16"), "is UTF-16 encoded; articles must be UTF-8"),
+        ("binary.txt", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "is a binary file (contains NUL bytes)"),
+        ("bad-date.txt", "date 2024/03/07 Lead.", "malformed date '2024/03/07'; expected YYYY-MM-DD"),
+        ("impossible.txt", "date 2024-02-30 Lead.", "impossible date '2024-02-30'"),
+        ("only-date.txt", "date 2024-02-03\n", "has a date header but no text"),
+        ("notes.docx", "date 2024-01-01 x", "unknown extension '.docx'; expected .txt, .md or .jsonl"),
+        ("bad-front.md", "---\ntitle: [unclosed\n---\nText.", "front matter is not valid YAML"),
+        ("bad-date.md", "---\ndate: 2024-13-01\n---\nText.", "impossible date '2024-13-01'"),
+    ],
+)
+def test_bad_files_give_one_line_errors(tmp_path, name, content, message):
+    path = write(tmp_path / name, content)
+    error = one(path)
+    assert isinstance(error, ArticleError)
+    assert error.message == message
+    assert str(error).startswith(str(path))
+    assert "\n" not in str(error)
+
+
+def test_directory_and_missing_file(tmp_path):
+    (tmp_path / "folder.txt").mkdir()
+    assert one(tmp_path / "folder.txt").message == "is a directory, not an article file"
+    (tmp_path / "dangling.txt").symlink_to(tmp_path / "nowhere.txt")
+    assert one(tmp_path / "dangling.txt").message == "file not found (a broken symlink?)"
+
+
+def test_jsonl_bad_lines_are_reported_and_good_lines_kept(tmp_path):
+    path = write(
+        tmp_path / "mixed.jsonl",
+        '{"id": "ok1", "text": "Fine."}\n'
+        "{not json}\n"
+        '{"id": "no-text"}\n'
+        '{"id": "wrong", "text": 42}\n'
+        '[1, 2]\n'
+        '{"id": "date", "text": "x", "date": "2024-02-30"}\n'
+        '{"id": "ok2", "text": "Also fine."}\n',
+    )
+    items = list(read_articles(path, today=TODAY))
+    good = [i.doc_id for i in items if isinstance(i, Article)]
+    bad = [(i.line, i.message) for i in items if isinstance(i, ArticleError)]
+    assert good == ["ok1", "ok2"]
+    assert bad == [
+        (2, "not valid JSON (Expecting property name enclosed in double quotes at column 2)"),
+        (3, "missing 'text'"),
+        (4, "'text' must be a string, got int"),
+        (5, "expected a JSON object, got list"),
+        (6, "impossible date '2024-02-30'"),
+    ]
+    assert str(items[1]) == f"{path}:2: not valid JSON (Expecting property name enclosed in double quotes at column 2)"
