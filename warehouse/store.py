@@ -1,0 +1,379 @@
+"""The DuckDB warehouse: opening it, migrating it, and every write ingestion makes.
+
+All writes go through this module and each is one transaction, so a crash leaves the warehouse as
+it was before or after a write, never between. Connections are opened for one piece of work and
+closed again: a DuckDB file admits one process at a time, and holding it would block readers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import duckdb
+
+_LOCK_MESSAGE = "Could not set lock on file"
+_MIGRATION_NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
+
+
+class WarehouseError(Exception):
+    """A problem with the warehouse file that the user has to act on."""
+
+
+class WarehouseLocked(WarehouseError):
+    """Another process holds the DuckDB file."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def migrations() -> list[Migration]:
+    found = []
+    for entry in resources.files("newsindex.warehouse").joinpath("migrations").iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
+    return sorted(found, key=lambda m: m.version)
+
+
+def connect(db: str | Path, *, read_only: bool = False, wait: float = 30.0) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse, retrying with backoff while another process holds the file."""
+    db = Path(db)
+    if read_only and not db.exists():
+        raise WarehouseError(f"{db}: no warehouse here yet; run `newsindex ingest` first")
+    if not read_only:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait
+    delay = 0.05
+    while True:
+        try:
+            return duckdb.connect(str(db), read_only=read_only)
+        except duckdb.IOException as err:
+            if _LOCK_MESSAGE not in str(err):
+                raise WarehouseError(f"{db}: {err}") from None
+            if time.monotonic() >= deadline:
+                holder = re.search(r"PID (\d+)", str(err))
+                who = f" by process {holder[1]}" if holder else ""
+                raise WarehouseLocked(f"{db}: held{who} for more than {wait:.0f}s; close that session and retry") from None
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 1.0)
+
+
+@contextmanager
+def opened(db: str | Path, *, read_only: bool = False, wait: float = 30.0) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A migrated connection (read-write) or a checked one (read-only), closed afterwards."""
+    con = connect(db, read_only=read_only, wait=wait)
+    try:
+        if read_only:
+            pending = pending_migrations(con)
+            if pending:
+                raise WarehouseError(f"{db}: schema is out of date; run `newsindex ingest` to migrate it")
+        else:
+            migrate(con)
+        yield con
+    finally:
+        con.close()
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+def _applied_versions(con: duckdb.DuckDBPyConnection) -> set[int]:
+    exists = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = '_migrations' AND table_schema = 'main'"
+    ).fetchone()[0]
+    if not exists:
+        return set()
+    return {row[0] for row in con.execute("SELECT version FROM _migrations").fetchall()}
+
+
+def pending_migrations(con: duckdb.DuckDBPyConnection) -> list[Migration]:
+    applied = _applied_versions(con)
+    return [m for m in migrations() if m.version not in applied]
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Apply every pending migration in one transaction and record each; returns their names."""
+    pending = pending_migrations(con)
+    if not pending:
+        return []
+    with transaction(con):
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS _migrations ("
+            " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
+        )
+        for migration in pending:
+            con.execute(migration.sql)
+            con.execute(
+                "INSERT INTO _migrations VALUES (?, ?, current_timestamp)", [migration.version, migration.name]
+            )
+    return [f"{m.version:03d}_{m.name}" for m in pending]
+
+
+# --- models -------------------------------------------------------------------------------------
+
+
+def stored_models(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, int]]:
+    """(fingerprint, name, dim) of every model that has vectors in the warehouse."""
+    return con.execute(
+        "SELECT fingerprint, name, dim FROM models WHERE fingerprint IN (SELECT DISTINCT model FROM chunks)"
+    ).fetchall()
+
+
+def register_model(con: duckdb.DuckDBPyConnection, fingerprint: str, name: str, dim: int) -> None:
+    width = chunk_dimension(con)
+    if dim != width:
+        raise WarehouseError(f"model {name} makes {dim}-dim vectors but this warehouse stores {width}-dim ones")
+    con.execute("INSERT INTO models (fingerprint, name, dim) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", [fingerprint, name, dim])
+
+
+def chunk_dimension(con: duckdb.DuckDBPyConnection) -> int:
+    column_type = con.execute(
+        "SELECT data_type FROM information_schema.columns WHERE table_name = 'chunks' AND column_name = 'embedding'"
+    ).fetchone()[0]
+    return int(re.search(r"\[(\d+)\]", column_type)[1])
+
+
+# --- documents and chunks -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredDoc:
+    content_hash: str
+    chunk_key: str
+    source_path: str
+
+
+def stored_docs(con: duckdb.DuckDBPyConnection, doc_ids: Sequence[str]) -> dict[str, StoredDoc]:
+    rows = con.execute(
+        "SELECT doc_id, content_hash, chunk_key, source_path FROM documents WHERE doc_id IN (SELECT unnest(?))",
+        [list(doc_ids)],
+    ).fetchall()
+    return {row[0]: StoredDoc(row[1], row[2], row[3]) for row in rows}
+
+
+@dataclass
+class DocumentRow:
+    """One article ready to store: its fields, and its chunks' text, spans and vectors."""
+
+    doc_id: str
+    source_path: str
+    format: str
+    line: int | None
+    title: str
+    lead: str
+    published: dt.date | None
+    url: str | None
+    text: str
+    content_hash: str
+    chunk_key: str
+    chunk_texts: list[str]
+    chunk_spans: list[tuple[int, int]]
+    chunk_tokens: list[int]
+
+
+@dataclass
+class WriteResult:
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    chunks: int = 0
+
+
+def write_documents(con: duckdb.DuckDBPyConnection, docs: Sequence[DocumentRow], vectors, model: str) -> WriteResult:
+    """Replace these documents and their chunks in one transaction.
+
+    `vectors` holds one row per chunk, documents in order. A document that another writer stored
+    identically in the meantime is left alone, so overlapping runs never duplicate anything.
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    result = WriteResult()
+    if not docs:
+        return result
+    now = dt.datetime.now()
+    with transaction(con):
+        current = {
+            row[0]: (row[1], row[2], row[3])
+            for row in con.execute(
+                "SELECT doc_id, content_hash, chunk_key, ingested_at FROM documents WHERE doc_id IN (SELECT unnest(?))",
+                [[d.doc_id for d in docs]],
+            ).fetchall()
+        }
+        keep_docs: list[DocumentRow] = []
+        keep_rows: list[np.ndarray] = []
+        offset = 0
+        for doc in docs:
+            count = len(doc.chunk_texts)
+            old = current.get(doc.doc_id)
+            if old and old[0] == doc.content_hash and old[1] == doc.chunk_key:
+                result.unchanged += 1
+            else:
+                keep_docs.append(doc)
+                keep_rows.append(np.arange(offset, offset + count))
+                if old:
+                    result.updated += 1
+                else:
+                    result.added += 1
+            offset += count
+        if not keep_docs:
+            return result
+        ids = [d.doc_id for d in keep_docs]
+        con.execute("DELETE FROM chunks WHERE doc_id IN (SELECT unnest(?))", [ids])
+        con.execute("DELETE FROM documents WHERE doc_id IN (SELECT unnest(?))", [ids])
+        documents = pa.table(
+            {
+                "doc_id": ids,
+                "source_path": [d.source_path for d in keep_docs],
+                "format": [d.format for d in keep_docs],
+                "line": pa.array([d.line for d in keep_docs], pa.int32()),
+                "title": [d.title for d in keep_docs],
+                "lead": [d.lead for d in keep_docs],
+                "published": pa.array([d.published for d in keep_docs], pa.date32()),
+                "url": pa.array([d.url for d in keep_docs], pa.string()),
+                "text": [d.text for d in keep_docs],
+                "content_hash": [d.content_hash for d in keep_docs],
+                "chunk_key": [d.chunk_key for d in keep_docs],
+                "ingested_at": pa.array([current[d.doc_id][2] if d.doc_id in current else now for d in keep_docs], pa.timestamp("us")),
+                "updated_at": pa.array([now] * len(keep_docs), pa.timestamp("us")),
+            }
+        )
+        con.register("documents_arrow", documents)
+        con.execute("INSERT INTO documents BY NAME SELECT * FROM documents_arrow")
+        con.unregister("documents_arrow")
+
+        rows = np.concatenate(keep_rows) if keep_rows else np.zeros(0, dtype=np.int64)
+        matrix = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32)[rows])
+        dim = matrix.shape[1] if matrix.ndim == 2 else chunk_dimension(con)
+        chunks = pa.table(
+            {
+                "chunk_id": [f"{d.doc_id}#{i}" for d in keep_docs for i in range(len(d.chunk_texts))],
+                "doc_id": [d.doc_id for d in keep_docs for _ in d.chunk_texts],
+                "ordinal": pa.array([i for d in keep_docs for i in range(len(d.chunk_texts))], pa.int32()),
+                "text": [t for d in keep_docs for t in d.chunk_texts],
+                "char_start": pa.array([s for d in keep_docs for s, _ in d.chunk_spans], pa.int32()),
+                "char_end": pa.array([e for d in keep_docs for _, e in d.chunk_spans], pa.int32()),
+                "token_count": pa.array([n for d in keep_docs for n in d.chunk_tokens], pa.int32()),
+                "embedding": pa.FixedSizeListArray.from_arrays(pa.array(matrix.ravel(), pa.float32()), dim),
+                "model": [model] * len(matrix),
+            }
+        )
+        con.register("chunks_arrow", chunks)
+        con.execute("INSERT INTO chunks BY NAME SELECT * FROM chunks_arrow")
+        con.unregister("chunks_arrow")
+        result.chunks = len(matrix)
+    return result
+
+
+def prune(con: duckdb.DuckDBPyConnection, roots: Iterable[str], keep: dict[str, set[str]]) -> list[str]:
+    """Remove documents whose source file under one of `roots` no longer exists, and documents of
+    files read in this run (`keep`: source path -> doc ids seen there) that the file no longer has."""
+    removed: list[str] = []
+    rows = con.execute("SELECT doc_id, source_path FROM documents").fetchall()
+    root_paths = [str(Path(r).resolve()) for r in roots]
+    for doc_id, source in rows:
+        under = any(source == root or source.startswith(root.rstrip("/") + "/") for root in root_paths)
+        if not under:
+            continue
+        if source in keep:
+            if doc_id not in keep[source]:
+                removed.append(doc_id)
+        elif not Path(source).exists():
+            removed.append(doc_id)
+    if removed:
+        with transaction(con):
+            con.execute("DELETE FROM chunks WHERE doc_id IN (SELECT unnest(?))", [removed])
+            con.execute("DELETE FROM documents WHERE doc_id IN (SELECT unnest(?))", [removed])
+    return removed
+
+
+# --- runs ---------------------------------------------------------------------------------------
+
+
+def start_run(con: duckdb.DuckDBPyConnection, paths: Sequence[str], flow_run_id: str | None, model: str) -> str:
+    run_id = uuid.uuid4().hex[:12]
+    con.execute(
+        "INSERT INTO ingest_runs (run_id, flow_run_id, status, paths, started_at, model)"
+        " VALUES (?, ?, 'running', ?, current_timestamp, ?)",
+        [run_id, flow_run_id, list(paths), model],
+    )
+    return run_id
+
+
+RUN_COUNTERS = (
+    "seen", "added", "updated", "unchanged", "failed", "removed", "chunks_embedded", "tokens_embedded",
+    "parse_seconds", "embed_seconds", "write_seconds",
+)  # fmt: skip
+
+
+def finish_run(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    counts: dict[str, float],
+    errors: Sequence[tuple[str, int | None, str]],
+    status: str,
+) -> None:
+    assignments = ", ".join(f"{name} = ?" for name in RUN_COUNTERS)
+    with transaction(con):
+        con.execute(
+            f"UPDATE ingest_runs SET {assignments}, status = ?, finished_at = current_timestamp,"
+            " total_seconds = epoch(current_timestamp - started_at) WHERE run_id = ?",
+            [counts.get(name, 0) for name in RUN_COUNTERS] + [status, run_id],
+        )
+        if errors:
+            con.executemany(
+                "INSERT INTO ingest_errors VALUES (?, ?, ?, ?)", [[run_id, path, line, msg] for path, line, msg in errors]
+            )
+
+
+def stats(con: duckdb.DuckDBPyConnection, last_runs: int = 5) -> dict:
+    documents, dated, first, last = con.execute(
+        "SELECT count(*), count(published), min(published), max(published) FROM documents"
+    ).fetchone()
+    chunks, tokens = con.execute("SELECT count(*), coalesce(sum(token_count), 0) FROM chunks").fetchone()
+    models = [
+        {"name": name, "fingerprint": fp, "dim": dim, "chunks": n}
+        for fp, name, dim, n in con.execute(
+            "SELECT m.fingerprint, m.name, m.dim, count(*) FROM chunks c JOIN models m ON c.model = m.fingerprint"
+            " GROUP BY ALL ORDER BY 4 DESC"
+        ).fetchall()
+    ]
+    runs = con.execute(
+        "SELECT run_id, status, started_at, seen, added, updated, unchanged, failed, removed, chunks_embedded,"
+        " round(total_seconds, 2) FROM ingest_runs ORDER BY started_at DESC LIMIT ?",
+        [last_runs],
+    ).fetchall()
+    run_columns = ["run_id", "status", "started_at", "seen", "added", "updated", "unchanged", "failed", "removed", "chunks_embedded", "seconds"]
+    return {
+        "documents": documents,
+        "dated_documents": dated,
+        "first_published": first.isoformat() if first else None,
+        "last_published": last.isoformat() if last else None,
+        "chunks": chunks,
+        "tokens": int(tokens),
+        "models": models,
+        "runs": [
+            {k: (v.isoformat(sep=" ", timespec="seconds") if isinstance(v, dt.datetime) else v) for k, v in zip(run_columns, row)}
+            for row in runs
+        ],
+    }
