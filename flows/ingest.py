@@ -221,6 +221,13 @@ def prune_missing(db: str, roots: list[str], sources: dict[str, list[str]]) -> l
         return store.prune(con, roots, {path: set(ids) for path, ids in sources.items()})
 
 
+@task(cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=2, retry_condition_fn=_retry_on_lock)
+def refresh_search_index(db: str) -> bool:
+    """Rebuild the keyword index if the chunks changed, including after an earlier crashed run."""
+    with store.opened(db) as con:
+        return store.refresh_search_index(con)
+
+
 def _flow_run_id() -> str | None:
     from prefect.runtime import flow_run
 
@@ -280,6 +287,7 @@ def ingest(
         if prune:
             removed = prune_missing(db_file, [p for p in paths if Path(p).is_dir()], planned.sources)
             counts["removed"] = len(removed)
+        rebuilt = refresh_search_index(db_file)
         status = "completed"
     finally:
         counts["failed"] = len(failures)
@@ -292,6 +300,7 @@ def ingest(
         **{k: (round(v, 3) if isinstance(v, float) else int(v)) for k, v in counts.items()},
         "total_seconds": round(time.perf_counter() - started, 3),
         "model": info.name,
+        "search_index_rebuilt": rebuilt,
         "failures": [str(f) for f in failures],
         "warnings": planned.warnings,
     }

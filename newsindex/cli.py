@@ -25,13 +25,19 @@ def domain_errors(func: Callable) -> Callable:
 
     @wraps(func)
     def wrapper(*args, **kwargs):
+        import duckdb
+
         from newsindex.embedding import ModelError
+        from newsindex.queries.named import QueryError
         from newsindex.warehouse.store import WarehouseError
 
         try:
             return func(*args, **kwargs)
-        except (WarehouseError, ModelError) as err:
+        except (WarehouseError, ModelError, QueryError) as err:
             raise CLIError(str(err)) from None
+        except duckdb.Error as err:
+            # DuckDB messages can run to several lines of context; the first says what went wrong.
+            raise CLIError(str(err).strip().splitlines()[0]) from None
 
     return wrapper
 
@@ -160,14 +166,284 @@ def stats(db: str | None, as_json: bool) -> None:
         console.print(_table(headers, [[r[c] for c in columns] for r in info["runs"]], title="last runs"))
 
 
+# --- search -------------------------------------------------------------------------------------
+
+output_options = [
+    click.option("--json", "as_json", is_flag=True, help="One JSON object per line."),
+    click.option("--csv", "as_csv", is_flag=True, help="CSV with a header row."),
+]
+
+
+def with_output(func: Callable) -> Callable:
+    for option in reversed(output_options):
+        func = option(func)
+    return func
+
+
+def _date(ctx, param, value):
+    if value is None:
+        return None
+    import datetime as dt
+
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+@cli.command()
+@click.argument("query")
+@click.option("-k", default=10, show_default=True, help="How many results.")
+@click.option("--mode", type=click.Choice(["hybrid", "semantic", "keyword"]), default="hybrid", show_default=True)
+@click.option("--since", callback=_date, help="Only articles published on or after this date.")
+@click.option("--until", callback=_date, help="Only articles published on or before this date.")
+@click.option("--source", help="Glob on the source path, e.g. 'seeds/*.txt'.")
+@click.option("--doc", help="Only this document id.")
+@click.option("--per-doc", is_flag=True, help="One result per article: its best passage.")
+@db_option
+@with_output
+@domain_errors
+def search(query, k, mode, since, until, source, doc, per_doc, db, as_json, as_csv) -> None:
+    """Find passages that answer QUERY: semantic, keyword (BM25) or hybrid (both, fused)."""
+    from newsindex.queries.search import Filters, search as run_search
+
+    result = run_search(
+        config.db_path(db), query, k=k, mode=mode, per_doc=per_doc,
+        filters=Filters(since=since, until=until, source=source, doc=doc),
+    )  # fmt: skip
+    for warning in result.warnings:
+        click.echo(f"Warning: {warning}", err=True)
+    if as_json or as_csv:
+        rows = [hit.as_json() for hit in result.hits]
+        _emit_records(list(rows[0]) if rows else list(_HIT_FIELDS), rows, as_json)
+        return
+    _print_hits(result)
+
+
+_HIT_FIELDS = ("rank", "chunk_id", "doc_id", "title", "published", "source_path", "url", "text", "char_start",
+               "char_end", "score", "semantic_rank", "semantic_score", "keyword_rank", "keyword_score", "snippet")  # fmt: skip
+
+
+def _print_hits(result) -> None:
+    from rich.console import Console
+    from rich.text import Text
+
+    console = Console(highlight=False)
+    if not result.hits:
+        console.print(f"No results for {result.query!r} ({result.mode}).")
+        return
+    for hit in result.hits:
+        ranks = ""
+        if result.mode == "hybrid":
+            side = lambda r: f"#{r}" if r else "–"  # noqa: E731
+            ranks = f"  semantic {side(hit.semantic_rank)} · keyword {side(hit.keyword_rank)}"
+        head = Text.assemble((f"{hit.rank:>2}. ", "bold"), (hit.title, "bold cyan"), f"  {hit.published or 'no date'}",
+                             (f"  score {hit.score:.4f}{ranks}", "dim"))  # fmt: skip
+        console.print(head)
+        console.print(Text(f"    {_short_path(hit.source_path)}  ·  {hit.chunk_id}", style="dim"))
+        console.print(Text(f"    {hit.snippet}"))
+    console.print(Text(f"{len(result.hits)} results · {result.mode} · {result.seconds * 1000:.0f} ms", style="dim"))
+
+
+def _short_path(path: str) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return path
+
+
+@cli.command()
+@click.argument("doc_id")
+@click.option("-k", default=10, show_default=True, help="How many documents.")
+@db_option
+@with_output
+@domain_errors
+def related(doc_id, k, db, as_json, as_csv) -> None:
+    """Documents most similar to DOC_ID (by the mean of their chunk vectors)."""
+    from newsindex.queries.search import related as run_related
+
+    rows = run_related(config.db_path(db), doc_id, k)
+    _emit_records(["doc_id", "title", "published", "source_path", "score"], rows, as_json, as_csv)
+
+
+# --- SQL and named queries ----------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("statement", required=False)
+@click.option("-f", "--file", "sql_file", type=click.File("r"), help="Read the SQL from a file ('-' for stdin).")
+@click.option("--max-rows", default=200, show_default=True, help="Rows shown as a table; --json/--csv stream all.")
+@db_option
+@with_output
+@domain_errors
+def sql(statement, sql_file, max_rows, db, as_json, as_csv) -> None:
+    """Run read-only SQL against the warehouse. `embed('text')` gives a query vector:
+
+    \b
+    newsindex sql "SELECT title, array_cosine_similarity(embedding, embed('who warned Russia')) AS s
+                   FROM chunks JOIN documents USING (doc_id) ORDER BY s DESC LIMIT 5"
+    """
+    from newsindex.queries.readonly import run_readonly
+
+    if bool(statement) == bool(sql_file):
+        raise CLIError("give SQL as an argument or with -f FILE (one of the two)")
+    text = sql_file.read() if sql_file else statement
+    run_readonly(config.db_path(db), text, lambda columns, batches: _emit_stream(columns, batches, as_json, as_csv, max_rows))
+
+
+@cli.command("queries")
+@click.option("--json", "as_json", is_flag=True, help="As JSON.")
+def list_queries(as_json: bool) -> None:
+    """List the named queries and their parameters."""
+    from newsindex.queries.named import all_queries
+
+    queries = all_queries().values()
+    if as_json:
+        click.echo(json.dumps([
+            {"name": q.name, "description": q.description, "file": q.file,
+             "params": [{"name": p.name, "type": p.type, "required": p.required, "default": p.default, "help": p.help} for p in q.params]}
+            for q in queries], indent=2, default=str))  # fmt: skip
+        return
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    for q in queries:
+        console.print(f"[bold]{q.name}[/]  {q.description}")
+        for p in q.params:
+            default = "required" if p.required else f"default {p.default if p.default is not None else 'none'}"
+            console.print(f"    --param {p.name}=<{p.type}>  {p.help} ({default})")
+
+
+@cli.command("query")
+@click.argument("name")
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="A parameter; repeat for more.")
+@click.option("--max-rows", default=200, show_default=True, help="Rows shown as a table; --json/--csv stream all.")
+@db_option
+@with_output
+@domain_errors
+def run_query(name, params, max_rows, db, as_json, as_csv) -> None:
+    """Run the named query NAME with bound parameters (see `newsindex queries`)."""
+    from newsindex.queries import named
+    from newsindex.queries.readonly import run_named
+
+    values = {}
+    for item in params:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise CLIError(f"--param takes KEY=VALUE, got {item!r}")
+        values[key.strip()] = value
+    query = named.get(name)
+    run_named(config.db_path(db), query, query.bind(values), lambda columns, batches: _emit_stream(columns, batches, as_json, as_csv, max_rows))
+
+
+# --- evaluation ---------------------------------------------------------------------------------
+
+
+@cli.command("eval")
+@click.argument("queries_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("-k", default=10, show_default=True, help="Cut-off for recall and MRR.")
+@click.option("--mode", "modes", multiple=True, type=click.Choice(["hybrid", "semantic", "keyword"]), help="Modes to compare (default: all).")
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="As JSON.")
+@domain_errors
+def evaluate(queries_file, k, modes, db, as_json) -> None:
+    """Measure search on labelled queries: lines of {"query": ..., "relevant": [doc ids or file names]}."""
+    from newsindex.queries.evaluate import evaluate as run_eval, load_labelled
+
+    report = run_eval(config.db_path(db), load_labelled(queries_file), k=k, modes=list(modes) or None)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    columns = ["mode", "queries", "hit@1", "hit@5", f"mrr@{k}", f"recall@{k}"]
+    rows = [[m["mode"], m["queries"], f"{m['hit@1']:.3f}", f"{m['hit@5']:.3f}", f"{m['mrr']:.3f}", f"{m['recall']:.3f}"] for m in report["modes"]]
+    from rich.console import Console
+
+    Console().print(_table(columns, rows, title=f"search quality on {queries_file}"))
+
+
+# --- output -------------------------------------------------------------------------------------
+
+
+def _plain(value):
+    import datetime as dt
+    import decimal
+
+    if isinstance(value, (dt.date, dt.datetime, dt.time)):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    return value
+
+
+def _emit_records(columns: Sequence[str], rows: Sequence[dict], as_json: bool, as_csv: bool = False) -> None:
+    if as_json or as_csv:
+        _emit_stream(list(columns), [[[row.get(c) for c in columns] for row in rows]], as_json, as_csv, 0)
+        return
+    from rich.console import Console
+
+    Console().print(_table(columns, [[_cell(row.get(c)) for c in columns] for row in rows]))
+
+
+def _emit_stream(columns: list[str], batches, as_json: bool, as_csv: bool, max_rows: int) -> None:
+    """Print rows as they arrive: JSON lines and CSV stream everything, a table stops at max_rows."""
+    if as_json:
+        for batch in batches:
+            for row in batch:
+                click.echo(json.dumps(dict(zip(columns, (_plain(v) for v in row))), ensure_ascii=False, default=str))
+        return
+    if as_csv:
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        for batch in batches:
+            writer.writerows([json.dumps(v) if isinstance(v, (list, dict)) else _plain(v) for v in (_plain(x) for x in row)] for row in batch)
+        return
+    shown: list = []
+    more = 0
+    for batch in batches:
+        for row in batch:
+            if len(shown) < max_rows:
+                shown.append([_cell(v) for v in row])
+            else:
+                more += 1
+    from rich.console import Console
+
+    console = Console()
+    console.print(_table(columns, shown))
+    note = f"{len(shown)} row{'s' if len(shown) != 1 else ''}"
+    if more:
+        note += f" shown, {more} more not shown (use --max-rows, --json or --csv)"
+    console.print(note, style="dim", highlight=False)
+
+
+def _cell(value) -> str:
+    value = _plain(value)
+    if isinstance(value, list) and len(value) > 6:
+        head = ", ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in value[:3])
+        return f"[{head}, … {len(value)} values]"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "" if value is None else str(value)
+
+
 def _table(columns: Sequence[str], rows: Sequence[Sequence], title: str | None = None):
     from rich.table import Table
+
+    from rich.text import Text
 
     table = Table(title=title, title_justify="left")
     for column in columns:
         table.add_column(str(column), overflow="fold")
     for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
+        # Text(), not str: a value like "[red]" is data, not markup.
+        table.add_row(*(Text("" if v is None else str(v)) for v in row))
     return table
 
 

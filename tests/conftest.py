@@ -62,3 +62,28 @@ def write(path: Path, content: str | bytes) -> Path:
     else:
         path.write_text(content, encoding="utf-8")
     return path
+
+
+CORPUS = Path(__file__).parent / "data" / "corpus"
+EVAL_SET = Path(__file__).parent / "data" / "eval.jsonl"
+
+
+@pytest.fixture(scope="session")
+def search_db(prefect_server, tmp_path_factory) -> Path:
+    """One warehouse with the seed and the labelled corpus, shared by the read-only query tests."""
+    from newsindex.flows.ingest import ingest as ingest_flow
+
+    db = tmp_path_factory.mktemp("search") / "search.duckdb"
+    summary = ingest_flow(paths=[str(SEEDS), str(CORPUS)], db=str(db))
+    assert summary["added"] == 15 and summary["failed"] == 0
+    return db
+
+
+def doc_id_of(db: Path, stem: str) -> str:
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute("SELECT doc_id FROM documents WHERE source_path LIKE ?", [f"%/{stem}.txt"]).fetchone()[0]
+    finally:
+        con.close()

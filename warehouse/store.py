@@ -58,7 +58,11 @@ def connect(db: str | Path, *, read_only: bool = False, wait: float = 30.0) -> d
     delay = 0.05
     while True:
         try:
-            return duckdb.connect(str(db), read_only=read_only)
+            con = duckdb.connect(str(db), read_only=read_only)
+            if not read_only:
+                # ALP-compressed floats scan ~3x slower; vectors are written once and scanned by every query.
+                con.execute("SET disabled_compression_methods = 'alp,alprd'")
+            return con
         except duckdb.IOException as err:
             if _LOCK_MESSAGE not in str(err):
                 raise WarehouseError(f"{db}: {err}") from None
@@ -127,6 +131,51 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
                 "INSERT INTO _migrations VALUES (?, ?, current_timestamp)", [migration.version, migration.name]
             )
     return [f"{m.version:03d}_{m.name}" for m in pending]
+
+
+# --- extensions and the full-text index ---------------------------------------------------------
+
+
+def load_extension(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """LOAD a DuckDB extension from its PyPI package (duckdb-extension-NAME): no network needed."""
+    import importlib
+
+    package = importlib.import_module(f"duckdb_extension_{name}")
+    folder = Path(package.__file__).parent / "extensions" / f"v{duckdb.__version__}"
+    files = sorted(folder.glob(f"{name}.duckdb_extension"))
+    if not files:
+        raise WarehouseError(f"duckdb-extension-{name} has no build for DuckDB {duckdb.__version__} in {folder}")
+    # LOAD takes no bound parameters; the path is our own package's, quoted for SQL.
+    con.execute("LOAD '" + str(files[0]).replace("'", "''") + "'")
+
+
+_CHUNK_SET = "SELECT coalesce(bit_xor(hash(chunk_id || model)), 0)::UBIGINT, count(*) FROM chunks"
+
+
+def search_index_is_current(con: duckdb.DuckDBPyConnection) -> bool:
+    state = con.execute("SELECT chunk_set, chunks FROM search_index_state WHERE name = 'bm25'").fetchone()
+    return state is not None and tuple(state) == tuple(con.execute(_CHUNK_SET).fetchone())
+
+
+def refresh_search_index(con: duckdb.DuckDBPyConnection, force: bool = False) -> bool:
+    """Rebuild the BM25 index over chunk text if the chunks changed since it was built; returns
+    whether it did. Index and state change in one transaction."""
+    if not force and search_index_is_current(con):
+        return False
+    load_extension(con, "fts")
+    with transaction(con):
+        con.execute(
+            # The default `ignore` drops every character but a-z: digits ("QX7441", "2024") and
+            # non-Latin scripts would vanish from the index. Keep letters and digits of any script.
+            "PRAGMA create_fts_index('chunks', 'chunk_id', 'text', stemmer = 'porter',"
+            " stopwords = 'english', ignore = '(\\.|[^\\p{L}\\p{N}])+',"
+            " strip_accents = 1, lower = 1, overwrite = 1)"
+        )
+        chunk_set, count = con.execute(_CHUNK_SET).fetchone()
+        con.execute(
+            "INSERT OR REPLACE INTO search_index_state VALUES ('bm25', ?, ?, current_timestamp)", [chunk_set, count]
+        )
+    return True
 
 
 # --- models -------------------------------------------------------------------------------------
@@ -241,6 +290,15 @@ def write_documents(con: duckdb.DuckDBPyConnection, docs: Sequence[DocumentRow],
         ids = [d.doc_id for d in keep_docs]
         con.execute("DELETE FROM chunks WHERE doc_id IN (SELECT unnest(?))", [ids])
         con.execute("DELETE FROM documents WHERE doc_id IN (SELECT unnest(?))", [ids])
+        rows = np.concatenate(keep_rows) if keep_rows else np.zeros(0, dtype=np.int64)
+        matrix = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32)[rows])
+        dim = matrix.shape[1] if matrix.ndim == 2 and len(matrix) else chunk_dimension(con)
+        doc_vectors = np.zeros((len(keep_docs), dim), dtype=np.float32)
+        start = 0
+        for i, doc in enumerate(keep_docs):
+            mean = matrix[start : start + len(doc.chunk_texts)].sum(axis=0)
+            doc_vectors[i] = mean / max(float(np.linalg.norm(mean)), 1e-12)
+            start += len(doc.chunk_texts)
         documents = pa.table(
             {
                 "doc_id": ids,
@@ -256,15 +314,13 @@ def write_documents(con: duckdb.DuckDBPyConnection, docs: Sequence[DocumentRow],
                 "chunk_key": [d.chunk_key for d in keep_docs],
                 "ingested_at": pa.array([current[d.doc_id][2] if d.doc_id in current else now for d in keep_docs], pa.timestamp("us")),
                 "updated_at": pa.array([now] * len(keep_docs), pa.timestamp("us")),
+                "doc_embedding": _vector_column(doc_vectors),
             }
         )
         con.register("documents_arrow", documents)
         con.execute("INSERT INTO documents BY NAME SELECT * FROM documents_arrow")
         con.unregister("documents_arrow")
 
-        rows = np.concatenate(keep_rows) if keep_rows else np.zeros(0, dtype=np.int64)
-        matrix = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32)[rows])
-        dim = matrix.shape[1] if matrix.ndim == 2 else chunk_dimension(con)
         chunks = pa.table(
             {
                 "chunk_id": [f"{d.doc_id}#{i}" for d in keep_docs for i in range(len(d.chunk_texts))],
@@ -274,7 +330,7 @@ def write_documents(con: duckdb.DuckDBPyConnection, docs: Sequence[DocumentRow],
                 "char_start": pa.array([s for d in keep_docs for s, _ in d.chunk_spans], pa.int32()),
                 "char_end": pa.array([e for d in keep_docs for _, e in d.chunk_spans], pa.int32()),
                 "token_count": pa.array([n for d in keep_docs for n in d.chunk_tokens], pa.int32()),
-                "embedding": pa.FixedSizeListArray.from_arrays(pa.array(matrix.ravel(), pa.float32()), dim),
+                "embedding": _vector_column(matrix),
                 "model": [model] * len(matrix),
             }
         )
@@ -283,6 +339,12 @@ def write_documents(con: duckdb.DuckDBPyConnection, docs: Sequence[DocumentRow],
         con.unregister("chunks_arrow")
         result.chunks = len(matrix)
     return result
+
+
+def _vector_column(matrix):
+    import pyarrow as pa
+
+    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.ravel(), pa.float32()), matrix.shape[1])
 
 
 def prune(con: duckdb.DuckDBPyConnection, roots: Iterable[str], keep: dict[str, set[str]]) -> list[str]:

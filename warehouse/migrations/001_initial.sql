@@ -2,6 +2,7 @@
 -- documents hold one row per article with its full text (chunk offsets point into it);
 -- chunks hold the embedded passages; models identify the weights behind every vector;
 -- ingest_runs and ingest_errors record what each run did and which inputs it rejected.
+-- Vector columns have the width of all-MiniLM-L6-v2; a model of another width needs a new warehouse.
 
 CREATE TABLE models (
     fingerprint   VARCHAR PRIMARY KEY,   -- SHA-256 prefix of the weights file
@@ -22,11 +23,11 @@ CREATE TABLE documents (
     text         VARCHAR NOT NULL,
     content_hash VARCHAR NOT NULL,       -- of title, lead, date, url and text
     chunk_key    VARCHAR NOT NULL,       -- chunker settings and model that made the chunks
+    doc_embedding FLOAT[384] NOT NULL,   -- normalised mean of its chunk vectors (for related documents)
     ingested_at  TIMESTAMP NOT NULL,     -- first stored
     updated_at   TIMESTAMP NOT NULL      -- last replaced
 );
 
--- The vector width is that of all-MiniLM-L6-v2; a model of another width needs a new warehouse.
 CREATE TABLE chunks (
     chunk_id    VARCHAR PRIMARY KEY,     -- doc_id || '#' || ordinal
     doc_id      VARCHAR NOT NULL,

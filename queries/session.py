@@ -1,0 +1,71 @@
+"""Read-only query sessions over the warehouse, with `embed(text)` available in SQL.
+
+A session opens the file read-only and only for as long as one command needs it, so ingestion is
+blocked for milliseconds, not for the life of a shell. After the extensions are loaded the session
+turns off external access and locks its configuration: SQL typed by a user can read the warehouse,
+and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+from newsindex import config
+from newsindex.embedding import model_info
+from newsindex.warehouse import store
+
+# An ingest holds the file for the length of one write; waiting this long covers that.
+READ_WAIT_SECONDS = 10.0
+
+
+class ModelMismatch(store.WarehouseError):
+    """The configured model is not the one that made the stored vectors."""
+
+
+def current_model_check(con: duckdb.DuckDBPyConnection) -> str | None:
+    """None when queries may be embedded with the configured model, else the reason they may not."""
+    info = model_info(str(config.model_path()), config.model_name())
+    stored = store.stored_models(con)
+    others = [(fp, name) for fp, name, _ in stored if fp != info.fingerprint]
+    if not others:
+        return None
+    described = ", ".join(f"{name} (weights {fp})" for fp, name in others)
+    return (
+        f"the warehouse's vectors were made by {described}, but the configured model is "
+        f"{info.name} (weights {info.fingerprint}); re-ingest with this model or set NEWSINDEX_MODEL to the original"
+    )
+
+
+@contextmanager
+def session(db: str | Path | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    path = config.db_path(db)
+    with store.opened(path, read_only=True, wait=READ_WAIT_SECONDS) as con:
+        if con.execute("SELECT count(*) FROM duckdb_schemas() WHERE schema_name = 'fts_main_chunks'").fetchone()[0]:
+            store.load_extension(con, "fts")
+        _register_embed(con, current_model_check(con))
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+        yield con
+
+
+def _register_embed(con: duckdb.DuckDBPyConnection, mismatch: str | None) -> None:
+    import pyarrow as pa
+
+    info = model_info(str(config.model_path()), config.model_name())
+
+    def embed(texts):  # no annotations: DuckDB inspects them, and pa is a local name
+        if mismatch:
+            raise ModelMismatch(mismatch)
+        from newsindex.query_encoder import query_encoder
+
+        values = texts.to_pylist()
+        present = [t for t in values if t is not None]
+        vectors = iter(query_encoder(info.path).encode(present)) if present else iter(())
+        rows = [next(vectors).tolist() if t is not None else None for t in values]
+        return pa.array(rows, type=pa.list_(pa.float32(), info.dim))
+
+    con.create_function("embed", embed, ["VARCHAR"], f"FLOAT[{info.dim}]", type="arrow")
