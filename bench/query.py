@@ -1,0 +1,164 @@
+"""Search latency: warm (in-process) and cold (a new `newsindex search` process), per mode, with and
+without a date filter, on the seed and on generated warehouses of 10k and 100k chunks.
+
+    .venv/bin/python bench/query.py                 # seed, 10k, 100k
+    .venv/bin/python bench/query.py --sizes 1000000 # bigger
+
+Generated warehouses hold random unit vectors and random-word texts (the scan cost does not depend
+on what the vectors mean); they are kept in bench/out/ and reused. Not a test: it prints numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+NEWSINDEX = Path(sys.executable).with_name("newsindex")
+WORDS = (
+    "minister election flood council market police court hospital river storm budget bank school "
+    "energy strike border vaccine airport festival museum railway harvest drought bridge factory "
+    "protest treaty satellite volcano wildfire league transfer tariff ceasefire embassy warning"
+).split()
+QUERY = "who warned about the attack on the concert hall"
+SINCE = dt.date(2025, 1, 1)
+
+
+def build(db: Path, chunks: int, seed: int = 0) -> None:
+    from newsindex.embedding import model_info
+    from newsindex.warehouse import store
+    import pyarrow as pa
+
+    if db.exists():
+        return
+    rng = np.random.default_rng(seed)
+    info = model_info()
+    per_doc = 10
+    docs = chunks // per_doc
+    print(f"building {db.name}: {docs:,} documents, {chunks:,} chunks …", flush=True)
+    tmp = db.with_suffix(".building")
+    tmp.unlink(missing_ok=True)
+    con = store.connect(tmp)
+    store.migrate(con)
+    store.register_model(con, info.fingerprint, info.name, info.dim)
+    dates = np.datetime64("2020-01-01") + rng.integers(0, 6 * 365, docs)
+    now = dt.datetime.now()
+    step = 20_000
+    for start in range(0, chunks, step):
+        n = min(step, chunks - start)
+        vectors = rng.standard_normal((n, info.dim), dtype=np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        doc_index = (np.arange(start, start + n) // per_doc)
+        texts = [" ".join(rng.choice(WORDS, 40)) for _ in range(n)]
+        chunk_table = pa.table({
+            "chunk_id": [f"d{d}#{i % per_doc}" for d, i in zip(doc_index, range(start, start + n))],
+            "doc_id": [f"d{d}" for d in doc_index],
+            "ordinal": pa.array(np.arange(start, start + n) % per_doc, pa.int32()),
+            "text": texts,
+            "char_start": pa.array(np.zeros(n), pa.int32()),
+            "char_end": pa.array([len(t) for t in texts], pa.int32()),
+            "token_count": pa.array(np.full(n, 40), pa.int32()),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), info.dim),
+            "model": [info.fingerprint] * n,
+        })  # fmt: skip
+        con.execute("INSERT INTO chunks BY NAME SELECT * FROM chunk_table")
+    doc_vectors = rng.standard_normal((docs, info.dim), dtype=np.float32)
+    doc_vectors /= np.linalg.norm(doc_vectors, axis=1, keepdims=True)
+    doc_table = pa.table({
+        "doc_id": [f"d{d}" for d in range(docs)],
+        "source_path": [f"/bench/corpus/{d % 100}/d{d}.txt" for d in range(docs)],
+        "format": ["txt"] * docs,
+        "line": pa.array([None] * docs, pa.int32()),
+        "title": [f"Generated article {d}" for d in range(docs)],
+        "lead": ["generated"] * docs,
+        "published": pa.array(dates.astype("datetime64[D]"), pa.date32()),
+        "url": pa.array([None] * docs, pa.string()),
+        "text": ["generated"] * docs,
+        "content_hash": ["x"] * docs,
+        "chunk_key": ["bench"] * docs,
+        "doc_embedding": pa.FixedSizeListArray.from_arrays(pa.array(doc_vectors.ravel()), info.dim),
+        "ingested_at": pa.array([now] * docs, pa.timestamp("us")),
+        "updated_at": pa.array([now] * docs, pa.timestamp("us")),
+    })  # fmt: skip
+    con.execute("INSERT INTO documents BY NAME SELECT * FROM doc_table")
+    store.refresh_search_index(con)
+    con.execute("CHECKPOINT")
+    con.close()
+    tmp.rename(db)
+
+
+def seed_warehouse(db: Path) -> None:
+    if db.exists():
+        return
+    print("ingesting seeds/ …", flush=True)
+    subprocess.run([str(NEWSINDEX), "ingest", str(ROOT / "seeds"), "--db", str(db), "--json"], check=True, capture_output=True)
+
+
+def warm(db: Path, mode: str, filtered: bool, repeat: int = 15) -> float:
+    from newsindex.queries.search import Filters, search
+
+    filters = Filters(since=SINCE) if filtered else None
+    search(db, QUERY, k=10, mode=mode, filters=filters)  # load the encoder and the file's pages once
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        hits = search(db, QUERY, k=10, mode=mode, filters=filters).hits
+        times.append(time.perf_counter() - started)
+    assert hits or mode == "keyword"
+    return statistics.median(times) * 1000
+
+
+def cold(db: Path, mode: str, filtered: bool, repeat: int = 5) -> float:
+    args = [str(NEWSINDEX), "search", QUERY, "-k", "10", "--mode", mode, "--db", str(db), "--json"]
+    if filtered:
+        args += ["--since", SINCE.isoformat()]
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        subprocess.run(args, check=True, capture_output=True)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000])
+    parser.add_argument("--no-seed", action="store_true")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    OUT.mkdir(parents=True, exist_ok=True)
+    targets = [] if args.no_seed else [("seed", OUT / "seed.duckdb")]
+    targets += [(f"{n:,} chunks", OUT / f"query-{n}.duckdb") for n in args.sizes]
+    for name, db in targets:
+        seed_warehouse(db) if name == "seed" else build(db, int(name.split()[0].replace(",", "")))
+
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import sentence_transformers"], check=True, capture_output=True)
+    naive_import = (time.perf_counter() - started) * 1000
+
+    print(f"\n{dt.date.today()} · {platform.node()} · {os.cpu_count()} cores · {platform.processor() or platform.machine()}")
+    print(f"query {QUERY!r}, top 10; filtered = published since {SINCE}; medians in ms")
+    print(f"a new process that only imports sentence-transformers: {naive_import:,.0f} ms\n")
+    header = f"{'warehouse':>16} {'mode':>9} {'filter':>6} {'warm':>8} {'cold':>8} {'cold/warm':>9}"
+    print(header)
+    print("-" * len(header))
+    for name, db in targets:
+        for mode in ("semantic", "keyword", "hybrid"):
+            for filtered in (False, True):
+                w = warm(db, mode, filtered)
+                c = cold(db, mode, filtered)
+                print(f"{name:>16} {mode:>9} {'since' if filtered else '-':>6} {w:8.1f} {c:8.0f} {c / w:9.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
