@@ -16,10 +16,7 @@ filtered AS MATERIALIZED (
     -- first on one side and close on the other is not beaten by one that is middling on both.
     SELECT p.chunk_id, p.embedding, CASE WHEN $per_doc THEN p.doc_id ELSE p.chunk_id END AS unit
     FROM passages p
-    WHERE ($since IS NULL OR p.published >= $since)
-      AND ($until IS NULL OR p.published <= $until)
-      AND ($source IS NULL OR p.source_path GLOB (CASE WHEN starts_with($source, '/') THEN $source ELSE '*' || $source END))
-      AND ($doc IS NULL OR p.doc_id = $doc)
+    WHERE passage_filter(p.published, p.source_path, p.doc_id, $since, $until, $source, $doc)
 ),
 semantic AS (
     SELECT unit, best_chunk AS semantic_chunk, score AS semantic_score,

@@ -14,10 +14,7 @@ SELECT
     -- Vectors are L2-normalised, so the inner product is the cosine similarity.
     array_inner_product(p.embedding, (SELECT v FROM q)) AS score
 FROM passages p
-WHERE ($since IS NULL OR p.published >= $since)
-  AND ($until IS NULL OR p.published <= $until)
-  AND ($source IS NULL OR p.source_path GLOB (CASE WHEN starts_with($source, '/') THEN $source ELSE '*' || $source END))
-  AND ($doc IS NULL OR p.doc_id = $doc)
+WHERE passage_filter(p.published, p.source_path, p.doc_id, $since, $until, $source, $doc)
 QUALIFY NOT $per_doc OR row_number() OVER (PARTITION BY p.doc_id ORDER BY score DESC, p.chunk_id) = 1
 ORDER BY score DESC, p.chunk_id
 LIMIT $k;

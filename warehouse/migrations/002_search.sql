@@ -17,6 +17,14 @@ SELECT
 FROM chunks c
 JOIN documents d USING (doc_id);
 
+-- The search filters shared by semantic_search, keyword_search and hybrid_search (queries/).
+-- A NULL argument means no filter; a source glob that is not absolute matches anywhere in the path.
+CREATE MACRO passage_filter(published, source_path, doc_id, since, until, source, doc) AS
+    (since IS NULL OR published >= since)
+    AND (until IS NULL OR published <= until)
+    AND (source IS NULL OR source_path GLOB (CASE WHEN starts_with(source, '/') THEN source ELSE '*' || source END))
+    AND (doc IS NULL OR doc_id = doc);
+
 -- Which set of chunks the BM25 index (schema fts_main_chunks) was built from: ingestion
 -- rebuilds it whenever this differs from the chunks table, so it is never left stale.
 CREATE TABLE search_index_state (
