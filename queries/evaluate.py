@@ -7,6 +7,7 @@ from pathlib import Path
 
 from newsindex.queries.named import QueryError
 from newsindex.queries.search import MODES, search
+from newsindex.queries.session import session
 
 
 def load_labelled(path: str | Path) -> list[dict]:
@@ -35,22 +36,25 @@ def _matches(hit, label: str) -> bool:
 
 def evaluate(db: str | Path, labelled: list[dict], k: int = 10, modes: list[str] | None = None) -> dict:
     report = {"k": k, "queries": len(labelled), "modes": []}
-    for mode in modes or list(MODES):
-        hit1 = hit5 = mrr = recall = 0.0
-        per_query = []
-        for item in labelled:
-            result = search(db, item["query"], k=max(k, 5), mode=mode, per_doc=True)
-            ranked = result.hits[: max(k, 5)]
-            relevant = item["relevant"]
-            first = next((h.rank for h in ranked if any(_matches(h, r) for r in relevant)), None)
-            found = {r for r in relevant for h in ranked[:k] if _matches(h, r)}
-            hit1 += first == 1
-            hit5 += first is not None and first <= 5
-            mrr += 1.0 / first if first is not None and first <= k else 0.0
-            recall += len(found) / len(relevant)
-            per_query.append({"query": item["query"], "first_relevant_rank": first})
-        n = len(labelled)
-        report["modes"].append(
-            {"mode": mode, "queries": n, "hit@1": hit1 / n, "hit@5": hit5 / n, "mrr": mrr / n, "recall": recall / n, "per_query": per_query}
-        )
+    with session(db) as con:
+        for mode in modes or list(MODES):
+            report["modes"].append(_evaluate_mode(con, labelled, k, mode))
     return report
+
+
+def _evaluate_mode(con, labelled: list[dict], k: int, mode: str) -> dict:
+    hit1 = hit5 = mrr = recall = 0.0
+    per_query = []
+    for item in labelled:
+        result = search(con, item["query"], k=max(k, 5), mode=mode, per_doc=True)
+        ranked = result.hits[: max(k, 5)]
+        relevant = item["relevant"]
+        first = next((h.rank for h in ranked if any(_matches(h, r) for r in relevant)), None)
+        found = {r for r in relevant for h in ranked[:k] if _matches(h, r)}
+        hit1 += first == 1
+        hit5 += first is not None and first <= 5
+        mrr += 1.0 / first if first is not None and first <= k else 0.0
+        recall += len(found) / len(relevant)
+        per_query.append({"query": item["query"], "first_relevant_rank": first})
+    n = len(labelled)
+    return {"mode": mode, "queries": n, "hit@1": hit1 / n, "hit@5": hit5 / n, "mrr": mrr / n, "recall": recall / n, "per_query": per_query}

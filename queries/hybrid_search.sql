@@ -11,20 +11,33 @@
 -- param: rrf_k integer = 60  Fusion constant: score = sum over both sides of weight / (rrf_k + rank)
 -- param: keyword_weight float = 0.5  Weight of the keyword side (the semantic side has weight 1)
 WITH q AS MATERIALIZED (SELECT embed($query) AS v),
-filtered AS MATERIALIZED (
-    -- The unit that is ranked: a passage, or with per_doc a whole article, so an article that is
-    -- first on one side and close on the other is not beaten by one that is middling on both.
-    SELECT p.chunk_id, p.embedding, CASE WHEN $per_doc THEN p.doc_id ELSE p.chunk_id END AS unit
-    FROM passages p
-    WHERE passage_filter(p.published, p.source_path, p.doc_id, $since, $until, $source, $doc)
+filtered AS (
+    SELECT c.chunk_id, c.doc_id, c.embedding
+    FROM chunks c
+    WHERE c.doc_id IN (
+        SELECT d.doc_id FROM documents d
+        WHERE passage_filter(d.published, d.source_path, d.doc_id, $since, $until, $source, $doc)
+    )
 ),
+semantic_scores AS (
+    SELECT chunk_id, doc_id, array_inner_product(embedding, (SELECT v FROM q)) AS score FROM filtered
+),
+keyword_scores AS (
+    SELECT chunk_id, doc_id, score
+    FROM (SELECT chunk_id, doc_id, fts_main_chunks.match_bm25(chunk_id, $query) AS score FROM filtered)
+    WHERE score IS NOT NULL
+),
+-- The unit that is ranked: a passage, or with per_doc a whole article (by its best passage), so an
+-- article that is first on one side and close on the other is not beaten by one middling on both.
 semantic AS (
     SELECT unit, best_chunk AS semantic_chunk, score AS semantic_score,
            row_number() OVER (ORDER BY score DESC, unit) AS semantic_rank
     FROM (
-        SELECT unit, arg_max(chunk_id, s) AS best_chunk, max(s) AS score
-        FROM (SELECT unit, chunk_id, array_inner_product(embedding, (SELECT v FROM q)) AS s FROM filtered)
-        GROUP BY unit
+        SELECT unit, best_chunk, score FROM (
+            SELECT chunk_id AS unit, chunk_id AS best_chunk, score FROM semantic_scores WHERE NOT $per_doc
+            UNION ALL
+            SELECT doc_id, arg_max(chunk_id, score), max(score) FROM semantic_scores WHERE $per_doc GROUP BY doc_id
+        )
         ORDER BY score DESC, unit
         LIMIT $depth
     )
@@ -33,10 +46,11 @@ keyword AS (
     SELECT unit, best_chunk AS keyword_chunk, score AS keyword_score,
            row_number() OVER (ORDER BY score DESC, unit) AS keyword_rank
     FROM (
-        SELECT unit, arg_max(chunk_id, s) AS best_chunk, max(s) AS score
-        FROM (SELECT unit, chunk_id, fts_main_chunks.match_bm25(chunk_id, $query) AS s FROM filtered)
-        WHERE s IS NOT NULL
-        GROUP BY unit
+        SELECT unit, best_chunk, score FROM (
+            SELECT chunk_id AS unit, chunk_id AS best_chunk, score FROM keyword_scores WHERE NOT $per_doc
+            UNION ALL
+            SELECT doc_id, arg_max(chunk_id, score), max(score) FROM keyword_scores WHERE $per_doc GROUP BY doc_id
+        )
         ORDER BY score DESC, unit
         LIMIT $depth
     )
@@ -52,7 +66,6 @@ SELECT
     p.chunk_id, p.doc_id, p.ordinal, p.title, p.published, p.source_path, p.url,
     p.text, p.char_start, p.char_end,
     f.score, f.semantic_rank, f.semantic_score, f.keyword_rank, f.keyword_score
-FROM fused f
+FROM (SELECT * FROM fused ORDER BY score DESC, semantic_score DESC NULLS LAST, chunk_id LIMIT $k) f
 JOIN passages p USING (chunk_id)
-ORDER BY f.score DESC, f.semantic_score DESC NULLS LAST, p.chunk_id
-LIMIT $k;
+ORDER BY f.score DESC, f.semantic_score DESC NULLS LAST, p.chunk_id;

@@ -13,6 +13,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import duckdb
+
 from newsindex.queries import named
 from newsindex.queries.session import ModelMismatch, current_model_check, session
 from newsindex.warehouse import store
@@ -65,8 +70,18 @@ class SearchResult:
     warnings: list[str] = field(default_factory=list)
 
 
+@contextmanager
+def _connection(db, keyword: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A session of the caller's (warm: many queries, one open file) or one for this query only."""
+    if isinstance(db, duckdb.DuckDBPyConnection):
+        yield db
+    else:
+        with session(db, keyword=keyword) as con:
+            yield con
+
+
 def search(
-    db: str | Path | None,
+    db: str | Path | None | duckdb.DuckDBPyConnection,
     query: str,
     *,
     k: int = 10,
@@ -75,7 +90,8 @@ def search(
     per_doc: bool = False,
     fusion: dict | None = None,
 ) -> SearchResult:
-    """`fusion` overrides hybrid_search's rrf_k and keyword_weight (for tuning with eval)."""
+    """Search the warehouse `db` (a path, or a connection from `session()` to run many queries on one
+    open file). `fusion` overrides hybrid_search's rrf_k and keyword_weight (for tuning with eval)."""
     if mode not in MODES:
         raise named.QueryError(f"unknown search mode {mode!r}; choose one of {', '.join(MODES)}")
     if not query.strip():
@@ -90,7 +106,7 @@ def search(
         # Enough candidates on each side for k fused results, and for k documents with --per-doc.
         params["depth"] = max(100, 10 * k)
         params.update(fusion or {})
-    with session(db) as con:
+    with _connection(db, keyword=mode != "semantic") as con:
         if mode != "keyword":
             problem = current_model_check(con)
             if problem:
@@ -113,9 +129,9 @@ def search(
     return result
 
 
-def related(db: str | Path | None, doc_id: str, k: int = 10) -> list[dict]:
+def related(db: str | Path | None | duckdb.DuckDBPyConnection, doc_id: str, k: int = 10) -> list[dict]:
     statement = named.get("related_documents")
-    with session(db) as con:
+    with _connection(db, keyword=False) as con:
         if not con.execute("SELECT count(*) FROM documents WHERE doc_id = ?", [doc_id]).fetchone()[0]:
             raise named.QueryError(f"no document with id {doc_id!r}")
         cursor = con.execute(statement.sql, statement.bind({"doc": doc_id, "k": k}))

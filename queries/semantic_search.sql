@@ -7,14 +7,24 @@
 -- param: source text = null  Glob on the article's source path (a relative glob matches anywhere)
 -- param: doc text = null  Only this document id
 -- param: per_doc boolean = false  Only the best passage of each article
-WITH q AS MATERIALIZED (SELECT embed($query) AS v)
-SELECT
-    p.chunk_id, p.doc_id, p.ordinal, p.title, p.published, p.source_path, p.url,
-    p.text, p.char_start, p.char_end,
+WITH q AS MATERIALIZED (SELECT embed($query) AS v),
+scored AS (
+    -- Narrow rows (id and score) for every candidate; text is fetched for the k winners only.
     -- Vectors are L2-normalised, so the inner product is the cosine similarity.
-    array_inner_product(p.embedding, (SELECT v FROM q)) AS score
-FROM passages p
-WHERE passage_filter(p.published, p.source_path, p.doc_id, $since, $until, $source, $doc)
-QUALIFY NOT $per_doc OR row_number() OVER (PARTITION BY p.doc_id ORDER BY score DESC, p.chunk_id) = 1
-ORDER BY score DESC, p.chunk_id
-LIMIT $k;
+    SELECT c.chunk_id, c.doc_id, array_inner_product(c.embedding, (SELECT v FROM q)) AS score
+    FROM chunks c
+    WHERE c.doc_id IN (
+        SELECT d.doc_id FROM documents d
+        WHERE passage_filter(d.published, d.source_path, d.doc_id, $since, $until, $source, $doc)
+    )
+),
+best AS (
+    SELECT chunk_id, score FROM scored WHERE NOT $per_doc
+    UNION ALL
+    SELECT arg_max(chunk_id, score), max(score) FROM scored WHERE $per_doc GROUP BY doc_id
+)
+SELECT p.chunk_id, p.doc_id, p.ordinal, p.title, p.published, p.source_path, p.url,
+       p.text, p.char_start, p.char_end, b.score
+FROM (SELECT * FROM best ORDER BY score DESC, chunk_id LIMIT $k) b
+JOIN passages p USING (chunk_id)
+ORDER BY b.score DESC, p.chunk_id;

@@ -183,8 +183,9 @@ def refresh_search_index(con: duckdb.DuckDBPyConnection, force: bool = False) ->
 
 def stored_models(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, int]]:
     """(fingerprint, name, dim) of every model that has vectors in the warehouse."""
+    # EXISTS stops at the first chunk of each model instead of scanning every chunk.
     return con.execute(
-        "SELECT fingerprint, name, dim FROM models WHERE fingerprint IN (SELECT DISTINCT model FROM chunks)"
+        "SELECT fingerprint, name, dim FROM models m WHERE EXISTS (SELECT 1 FROM chunks c WHERE c.model = m.fingerprint)"
     ).fetchall()
 
 
