@@ -205,7 +205,7 @@ def _date(ctx, param, value):
 @domain_errors
 def search(query, k, mode, since, until, source, doc, per_doc, db, as_json, as_csv) -> None:
     """Find passages that answer QUERY: semantic, keyword (BM25) or hybrid (both, fused)."""
-    from newsindex.queries.search import Filters, search as run_search
+    from newsindex.queries.search import Filters, Hit, search as run_search
 
     result = run_search(
         config.db_path(db), query, k=k, mode=mode, per_doc=per_doc,
@@ -214,14 +214,9 @@ def search(query, k, mode, since, until, source, doc, per_doc, db, as_json, as_c
     for warning in result.warnings:
         click.echo(f"Warning: {warning}", err=True)
     if as_json or as_csv:
-        rows = [hit.as_json() for hit in result.hits]
-        _emit_records(list(rows[0]) if rows else list(_HIT_FIELDS), rows, as_json)
+        _emit_records(list(Hit.__dataclass_fields__), [hit.as_json() for hit in result.hits], as_json, as_csv)
         return
     _print_hits(result)
-
-
-_HIT_FIELDS = ("rank", "chunk_id", "doc_id", "title", "published", "source_path", "url", "text", "char_start",
-               "char_end", "score", "semantic_rank", "semantic_score", "keyword_rank", "keyword_score", "snippet")  # fmt: skip
 
 
 def _print_hits(result) -> None:
@@ -381,7 +376,7 @@ def _plain(value):
     return value
 
 
-def _emit_records(columns: Sequence[str], rows: Sequence[dict], as_json: bool, as_csv: bool = False) -> None:
+def _emit_records(columns: Sequence[str], rows: Sequence[dict], as_json: bool, as_csv: bool) -> None:
     if as_json or as_csv:
         _emit_stream(list(columns), [[[row.get(c) for c in columns] for row in rows]], as_json, as_csv, 0)
         return
@@ -403,7 +398,8 @@ def _emit_stream(columns: list[str], batches, as_json: bool, as_csv: bool, max_r
         writer = csv.writer(sys.stdout)
         writer.writerow(columns)
         for batch in batches:
-            writer.writerows([json.dumps(v) if isinstance(v, (list, dict)) else _plain(v) for v in (_plain(x) for x in row)] for row in batch)
+            plain_rows = ([_plain(v) for v in row] for row in batch)
+            writer.writerows([json.dumps(v) if isinstance(v, (list, dict)) else v for v in row] for row in plain_rows)
         return
     shown: list = []
     more = 0

@@ -139,6 +139,8 @@ def test_search_cli_outputs(search_db):
     rows = [json.loads(line) for line in run("search", "flood", "--per-doc", "-k", "4", "--json", "--db", search_db).output.splitlines()]
     assert len(rows) == 4 and len({r["doc_id"] for r in rows}) == 4
     assert {"doc_id", "chunk_id", "char_start", "char_end", "score", "semantic_rank", "keyword_rank", "semantic_score", "keyword_score"} <= set(rows[0])
+    table = list(csv.DictReader(io.StringIO(run("search", "flood", "-k", "2", "--csv", "--db", search_db).output)))
+    assert len(table) == 2 and table[0]["rank"] == "1" and table[0]["chunk_id"].startswith(table[0]["doc_id"] + "#")
     none = run("search", "flood", "--until", "1990-01-01", "--db", search_db).output
     assert "No results" in none
     assert run("search", "x", "--since", "soon", "--db", search_db, ok=False).exit_code == 2

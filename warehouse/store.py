@@ -291,10 +291,8 @@ def write_documents(con: duckdb.DuckDBPyConnection, docs: Sequence[DocumentRow],
         ids = [d.doc_id for d in keep_docs]
         con.execute("DELETE FROM chunks WHERE doc_id IN (SELECT unnest(?))", [ids])
         con.execute("DELETE FROM documents WHERE doc_id IN (SELECT unnest(?))", [ids])
-        rows = np.concatenate(keep_rows) if keep_rows else np.zeros(0, dtype=np.int64)
-        matrix = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32)[rows])
-        dim = matrix.shape[1] if matrix.ndim == 2 and len(matrix) else chunk_dimension(con)
-        doc_vectors = np.zeros((len(keep_docs), dim), dtype=np.float32)
+        matrix = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32)[np.concatenate(keep_rows)])
+        doc_vectors = np.zeros((len(keep_docs), matrix.shape[1]), dtype=np.float32)
         start = 0
         for i, doc in enumerate(keep_docs):
             mean = matrix[start : start + len(doc.chunk_texts)].sum(axis=0)
