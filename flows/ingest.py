@@ -26,10 +26,15 @@ from newsindex.warehouse import store
 
 # Set by the CLI to drive its progress bar: called with (chunks done, chunks planned).
 on_progress: Callable[[int, int], None] | None = None
+# Set by the CLI to say on the terminal that this run waits for another ingestion.
+on_wait: Callable[[str], None] | None = None
 
 # About 100k characters (~25k tokens) per batch: a few seconds of encoding, long enough that
 # sorting by length pays off and short enough that progress moves and the write lock stays brief.
 DEFAULT_BATCH_CHARS = 100_000
+# How long a run waits for another ingestion of the same warehouse: longer than a typical
+# scheduled run, shorter than a stuck one.
+DEFAULT_WAIT = 600.0
 
 
 @dataclass
@@ -242,13 +247,29 @@ def ingest(
     max_tokens: int = ChunkSettings.max_tokens,
     overlap_sentences: int = ChunkSettings.overlap_sentences,
     batch_chars: int = DEFAULT_BATCH_CHARS,
+    wait: float = DEFAULT_WAIT,
 ) -> dict:
-    """Ingest article files into the warehouse; returns the run summary."""
+    """Ingest article files into the warehouse; returns the run summary.
+
+    One ingestion writes a warehouse at a time: a run that finds another one going waits up to
+    `wait` seconds for it (saying so), then fails without touching anything."""
     logger = get_run_logger()
     config.offline_env()
-    started = time.perf_counter()
     paths = [str(p) for p in (paths or [config.DEFAULT_SEEDS])]
     db_file = str(config.db_path(db))
+
+    def waiting(message: str) -> None:
+        logger.warning(message)
+        if on_wait:
+            on_wait(message)
+
+    with store.ingest_lock(db_file, wait, on_wait=waiting):
+        return _ingest(paths, db_file, prune, max_tokens, overlap_sentences, batch_chars)
+
+
+def _ingest(paths: list[str], db_file: str, prune: bool, max_tokens: int, overlap_sentences: int, batch_chars: int) -> dict:
+    logger = get_run_logger()
+    started = time.perf_counter()
     settings = ChunkSettings(max_tokens, overlap_sentences)
     info = model_info(str(config.model_path()), config.model_name())
     chunk_key = f"{settings.key()}|{info.fingerprint}"

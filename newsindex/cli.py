@@ -28,12 +28,14 @@ def domain_errors(func: Callable) -> Callable:
         import duckdb
 
         from newsindex.embedding import ModelError
+        from newsindex.flows.schedule import ScheduleError
+        from newsindex.flows.server import ServerError
         from newsindex.queries.named import QueryError
         from newsindex.warehouse.store import WarehouseError
 
         try:
             return func(*args, **kwargs)
-        except (WarehouseError, ModelError, QueryError) as err:
+        except (WarehouseError, ModelError, QueryError, ServerError, ScheduleError) as err:
             raise CLIError(str(err)) from None
         except duckdb.Error as err:
             # DuckDB messages can run to several lines of context; the first says what went wrong.
@@ -61,11 +63,18 @@ def cli() -> None:
 @click.option("--max-tokens", default=config.ChunkSettings.max_tokens, show_default=True, help="Token budget per chunk.")
 @click.option("--overlap", default=config.ChunkSettings.overlap_sentences, show_default=True, help="Sentences repeated between chunks.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@click.option("--wait", default=600.0, show_default=True, help="Seconds to wait for another ingestion of this warehouse to finish.")
 @click.option("-v", "--verbose", is_flag=True, help="Show Prefect's log lines.")
 @domain_errors
-def ingest(paths: Sequence[str], db: str | None, prune: bool, max_tokens: int, overlap: int, as_json: bool, verbose: bool) -> None:
-    """Chunk, embed and store the articles under PATHS (default: seeds/)."""
+def ingest(
+    paths: Sequence[str], db: str | None, prune: bool, max_tokens: int, overlap: int, as_json: bool, wait: float, verbose: bool
+) -> None:
+    """Chunk, embed and store the articles under PATHS (default: seeds/).
+
+    Uses the Prefect server from $PREFECT_API_URL or `newsindex server start` when one answers
+    (the run shows in its UI); otherwise Prefect starts a temporary one for this run."""
     config.offline_env()
+    _choose_prefect_api(verbose)
     # Prefect reads its settings at import; the summary below replaces its console lines.
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "INFO" if verbose else "CRITICAL")
     from newsindex.flows import ingest as ingest_flow
@@ -74,18 +83,105 @@ def ingest(paths: Sequence[str], db: str | None, prune: bool, max_tokens: int, o
     db_file = str(config.db_path(db))
     with _progress(enabled=not as_json and sys.stderr.isatty()) as report:
         ingest_flow.on_progress = report
+        ingest_flow.on_wait = lambda message: click.echo(f"waiting: {message}", err=True)
         try:
             summary = ingest_flow.ingest(
-                paths=run_paths, db=db_file, prune=prune, max_tokens=max_tokens, overlap_sentences=overlap
+                paths=run_paths, db=db_file, prune=prune, max_tokens=max_tokens, overlap_sentences=overlap, wait=wait
             )
         finally:
             ingest_flow.on_progress = None
+            ingest_flow.on_wait = None
     if as_json:
         click.echo(json.dumps(summary, indent=2, default=str))
     else:
         _print_summary(summary)
     if summary["failed"]:
         sys.exit(1)
+
+
+def _choose_prefect_api(verbose: bool) -> None:
+    """Point Prefect at a live server before it is imported, or at none (a temporary one)."""
+    from newsindex.flows import server
+
+    configured = os.environ.get("PREFECT_API_URL")
+    chosen = server.api_url_for_run()
+    if chosen:
+        os.environ["PREFECT_API_URL"] = chosen
+        if verbose:
+            click.echo(f"Prefect server: {chosen}", err=True)
+    elif configured:
+        os.environ.pop("PREFECT_API_URL")
+        click.echo(f"warning: no Prefect server answers at {configured}; using a temporary one for this run", err=True)
+
+
+@cli.group()
+def server() -> None:
+    """A local Prefect server (SQLite, 127.0.0.1) for scheduled runs and the UI."""
+
+
+@server.command("start")
+@click.option("--port", default=4200, show_default=True, help="Port for the API and the UI.")
+@domain_errors
+def server_start(port: int) -> None:
+    """Start the server in the background and wait until it answers."""
+    from newsindex.flows import server as prefect_server
+
+    state = prefect_server.start(port=port)
+    click.echo(f"Prefect server running (pid {state.pid}); UI at {state.ui_url}")
+    click.echo(f"newsindex ingest and schedule use it; for other Prefect tools: export PREFECT_API_URL={state.api_url}")
+
+
+@server.command("stop")
+@domain_errors
+def server_stop() -> None:
+    """Stop the server that `newsindex server start` started."""
+    from newsindex.flows import server as prefect_server
+
+    state = prefect_server.stop()
+    click.echo(f"stopped the Prefect server (pid {state.pid})" if state else "no newsindex Prefect server is running")
+
+
+@server.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def server_status(as_json: bool) -> None:
+    """Whether the server runs and answers; exit 1 when it does not."""
+    from newsindex.flows import server as prefect_server
+
+    state = prefect_server.recorded()
+    healthy = bool(state) and prefect_server.healthy(state.api_url)
+    if as_json:
+        click.echo(json.dumps({"running": bool(state), "healthy": healthy, "pid": state and state.pid,
+                               "api_url": state and state.api_url, "ui_url": state and state.ui_url, "log": state and state.log}))  # fmt: skip
+    elif not state:
+        click.echo(f"not running (start it with `newsindex server start`; home {config.prefect_home()})")
+    else:
+        click.echo(f"{'running' if healthy else 'not answering'}: pid {state.pid}, UI at {state.ui_url}, log {state.log}")
+    sys.exit(0 if healthy else 1)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--cron", help="Cron expression, e.g. '*/10 * * * *'.")
+@click.option("--every", help="Interval, e.g. 90s, 5m, 1h30m.")
+@click.option("--prune", is_flag=True, help="Also remove documents whose file under PATHS is gone.")
+@click.option("--name", help="Deployment name (default: from the folder names).")
+@db_option
+@domain_errors
+def schedule(paths: Sequence[str], cron: str | None, every: str | None, prune: bool, name: str | None, db: str | None) -> None:
+    """Ingest PATHS (default: seeds/) on a schedule, served until Ctrl-C (which pauses it).
+
+    Needs a Prefect server: `newsindex server start`, or $PREFECT_API_URL."""
+    config.offline_env()
+    from newsindex.flows import schedule as scheduling
+
+    chosen = scheduling.plan(list(paths), db, prune, cron, every, name)
+    when = f"cron {chosen.cron}" if chosen.cron else f"every {chosen.every}"
+    ui = chosen.api_url.removesuffix("/api")
+    click.echo(f"serving deployment ingest/{chosen.name} ({when}) into {chosen.parameters['db']}")
+    click.echo(f"runs show at {ui}/runs; Ctrl-C stops serving and pauses the schedule")
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "INFO")
+    scheduling.serve(chosen)
+    click.echo(f"stopped; deployment ingest/{chosen.name} is paused")
 
 
 class _progress:

@@ -20,6 +20,12 @@ def db_path(explicit: str | os.PathLike | None = None) -> Path:
     return Path(chosen).expanduser()
 
 
+def prefect_home() -> Path:
+    """PREFECT_HOME of the server `newsindex server start` runs: beside the default warehouse."""
+    override = os.environ.get("NEWSINDEX_PREFECT_HOME")
+    return Path(override).expanduser() if override else PROJECT_ROOT / "warehouse" / "prefect"
+
+
 def model_path() -> Path:
     """Directory of a sentence-transformers model; NEWSINDEX_MODEL overrides the bundled one."""
     override = os.environ.get("NEWSINDEX_MODEL")

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real model's tokenizer, a real DuckDB file per test, and one Prefect test
+"""Shared fixtures: the real model's tokenizer, a real DuckDB file per test, and one real Prefect
 server for the whole session (starting one costs several seconds)."""
 
 from __future__ import annotations
@@ -36,11 +36,36 @@ def db(tmp_path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def prefect_server():
-    from prefect.testing.utilities import prefect_test_harness
+def prefect_server(tmp_path_factory):
+    """A real `prefect server start` (via `newsindex server start`'s code) on a free port, with its
+    own PREFECT_HOME, shared by the session. Subprocesses find it through PREFECT_API_URL."""
+    from newsindex.flows import server
 
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+    home = tmp_path_factory.mktemp("prefect-home")
+    os.environ["NEWSINDEX_PREFECT_HOME"] = str(home)
+    state = server.start(port=free_port(), home=home, timeout=240)
+    os.environ["PREFECT_API_URL"] = state.api_url
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    try:
+        with temporary_settings({PREFECT_API_URL: state.api_url}):
+            yield state
+            # Logs and events still queued would otherwise be sent at exit, to a server gone by then.
+            from prefect.events.worker import EventsWorker
+            from prefect.logging.handlers import APILogWorker
+
+            APILogWorker.drain_all(timeout=10)
+            EventsWorker.drain_all(timeout=10)
+    finally:
+        server.stop(home)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @pytest.fixture

@@ -8,10 +8,13 @@ closed again: a DuckDB file admits one process at a time, and holding it would b
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
+import json
+import os
 import re
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -99,6 +102,59 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
         con.execute("ROLLBACK")
         raise
     con.execute("COMMIT")
+
+
+class IngestBusy(WarehouseLocked):
+    """Another ingestion is writing this warehouse and did not finish in time."""
+
+
+@contextmanager
+def ingest_lock(
+    db: str | Path, wait: float = 600.0, on_wait: Callable[[str], None] | None = None
+) -> Iterator[None]:
+    """Hold the warehouse's writer lock for a whole ingest run: one ingestion at a time.
+
+    DuckDB's own file lock only covers an open connection, and ingestion opens and closes the file
+    between batches so that readers get in. Two overlapping runs (a slow scheduled one and a manual
+    one) would then interleave their plans and writes. An flock on a sidecar file spans the run; the
+    kernel drops it when the holder dies, so a killed run never leaves it stuck.
+    """
+    path = Path(f"{db}.ingest.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + wait
+        delay, told = 0.1, False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = _lock_holder(fd)
+                if time.monotonic() >= deadline:
+                    raise IngestBusy(f"{db}: {holder} is still writing after {wait:.0f}s; try again later") from None
+                if not told and on_wait:
+                    on_wait(f"{db}: waiting for {holder} to finish")
+                    told = True
+                time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                delay = min(delay * 2, 2.0)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "since": dt.datetime.now().isoformat(timespec="seconds")}).encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _lock_holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 256, 0) or b"{}")
+        return f"ingest run (pid {info['pid']}, since {info['since']})"
+    except (ValueError, KeyError, OSError):
+        return "another ingest run"
 
 
 def _applied_versions(con: duckdb.DuckDBPyConnection) -> set[int]:

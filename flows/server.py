@@ -1,0 +1,192 @@
+"""A local Prefect server for scheduled ingestion: start it, find it, stop it.
+
+The server is a plain `prefect server start` child (SQLite, 127.0.0.1) detached into its own
+session, with its PREFECT_HOME, log and a small state file inside the project's data directory.
+`stop` signals only the process group it recorded, and only while that process still looks like
+the server it started. Nothing here imports Prefect: the CLI can ask for status in milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from newsindex import config
+
+DEFAULT_PORT = 4200
+_STATE_FILE = "server.json"
+
+
+class ServerError(Exception):
+    """The Prefect server could not be started, found or stopped."""
+
+
+@dataclass(frozen=True)
+class ServerState:
+    pid: int
+    port: int
+    home: str
+    log: str
+    started_at: float
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def healthy(api_url: str, timeout: float = 1.0) -> bool:
+    """True when a Prefect API answers its health endpoint at `api_url`."""
+    try:
+        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=timeout) as response:
+            return response.status == 200
+    except (OSError, urllib.error.URLError, ValueError):
+        return False
+
+
+def recorded(home: Path | None = None) -> ServerState | None:
+    """The server this project started, if its state file names a live server process."""
+    home = home or config.prefect_home()
+    try:
+        state = ServerState(**json.loads((home / _STATE_FILE).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    return state if _is_our_server(state.pid) else None
+
+
+def _is_our_server(pid: int) -> bool:
+    # A recorded pid may have been reused by an unrelated process after a reboot or a crash.
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return True  # no /proc (macOS): trust a live pid
+    return b"prefect" in b" ".join(cmdline) and b"server" in cmdline and b"start" in cmdline
+
+
+def _prefect_env(home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        PREFECT_HOME=str(home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+        PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+    )
+    # The server must not try to talk to itself through a stale client setting.
+    env.pop("PREFECT_API_URL", None)
+    return env
+
+
+def start(port: int = DEFAULT_PORT, home: Path | None = None, timeout: float = 120.0) -> ServerState:
+    """Start the server in the background and wait until its health endpoint answers."""
+    home = (home or config.prefect_home()).resolve()
+    running = recorded(home)
+    if running:
+        if healthy(running.api_url):
+            return running
+        raise ServerError(f"server pid {running.pid} is starting or stuck; see {running.log}")
+    state_url = f"http://127.0.0.1:{port}/api"
+    if healthy(state_url, timeout=0.5):
+        raise ServerError(f"port {port} already has a Prefect server that newsindex did not start; use --port")
+    home.mkdir(parents=True, exist_ok=True)
+    log = home / "server.log"
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=_prefect_env(home),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # survives this command and the terminal; stopped as a group
+        )
+    state = ServerState(pid=process.pid, port=port, home=str(home), log=str(log), started_at=time.time())
+    (home / _STATE_FILE).write_text(json.dumps(asdict(state)))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            (home / _STATE_FILE).unlink(missing_ok=True)
+            raise ServerError(f"server exited with status {process.returncode} while starting: {_last_line(log)}")
+        if healthy(state.api_url, timeout=0.5):
+            return state
+        time.sleep(0.2)
+    stop(home)
+    raise ServerError(f"server did not answer within {timeout:.0f}s; see {log}")
+
+
+def stop(home: Path | None = None, timeout: float = 20.0) -> ServerState | None:
+    """Stop the server this project started; returns it, or None when none was running."""
+    home = (home or config.prefect_home()).resolve()
+    state = recorded(home)
+    state_file = home / _STATE_FILE
+    if state is None:
+        state_file.unlink(missing_ok=True)
+        return None
+    _signal_group(state.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(state.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _alive(state.pid):
+        _signal_group(state.pid, signal.SIGKILL)
+    state_file.unlink(missing_ok=True)
+    return state
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)  # the server was started as its own session leader
+    except ProcessLookupError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        # Reap it if it is our child (tests start and stop in one process); harmless otherwise.
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    if status.exists():
+        return "\nState:\tZ" not in status.read_text()
+    return True
+
+
+def _last_line(log: Path) -> str:
+    try:
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "no log"
+    return lines[-1] if lines else "no output"
+
+
+def api_url_for_run() -> str | None:
+    """The Prefect API an ingest should use, or None for Prefect's temporary server.
+
+    An explicit PREFECT_API_URL wins when it answers; otherwise the server `newsindex server start`
+    recorded. A configured but dead URL is dropped rather than failing the ingest: the run still
+    works, it just pays for a temporary server.
+    """
+    explicit = os.environ.get("PREFECT_API_URL")
+    if explicit:
+        return explicit if healthy(explicit) else None
+    state = recorded()
+    if state and healthy(state.api_url):
+        return state.api_url
+    return None
