@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +92,10 @@ def serve(chosen: Plan) -> None:
     """Register the deployment and run its schedule until interrupted (blocks)."""
     os.environ["PREFECT_API_URL"] = chosen.api_url
     from prefect.deployments.runner import EntrypointType
+
+    # Prefect 3.8's SIGTERM handler (systemd's stop) pauses the deployment correctly but warns
+    # about a coroutine it never awaits; the warning would read like a failure in the journal.
+    warnings.filterwarnings("ignore", message="coroutine 'Runner.astop' was never awaited")
 
     from newsindex.flows.ingest import ingest
 

@@ -175,7 +175,7 @@ def schedule(paths: Sequence[str], cron: str | None, every: str | None, prune: b
     from newsindex.flows import schedule as scheduling
 
     chosen = scheduling.plan(list(paths), db, prune, cron, every, name)
-    when = f"cron {chosen.cron}" if chosen.cron else f"every {chosen.every}"
+    when = f"cron {chosen.cron}" if chosen.cron else f"every {every}"
     ui = chosen.api_url.removesuffix("/api")
     click.echo(f"serving deployment ingest/{chosen.name} ({when}) into {chosen.parameters['db']}")
     click.echo(f"runs show at {ui}/runs; Ctrl-C stops serving and pauses the schedule")
