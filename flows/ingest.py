@@ -99,9 +99,11 @@ def plan(files: list[str], db: str, chunk_key: str) -> Plan:
     owner: dict[str, str] = {}
     for path in files:
         ids: list[str] = []
+        clean = True
         for item in _articles(path):
             if isinstance(item, ArticleError):
                 result.failures.append(Failure(item.path, item.line, item.message))
+                clean = False
                 continue
             result.seen += 1
             if item.doc_id in owner:
@@ -115,7 +117,10 @@ def plan(files: list[str], db: str, chunk_key: str) -> Plan:
             ids.append(item.doc_id)
             found.append(_Found(path, item.doc_id, item.line, owner[item.doc_id], item.source_path,
                                 item.content_hash, item.text_hash, len(item.text)))  # fmt: skip
-        result.sources[str(Path(path).resolve())] = ids
+        # Only a file read without errors tells prune which documents it no longer holds: a bad line
+        # or a broken file must never cost what was stored from it before.
+        if clean:
+            result.sources[os.path.realpath(path)] = ids
     with store.opened(db) as con:
         stored = store.stored_docs(con, [f.doc_id for f in found])
         new = [f for f in found if f.doc_id not in stored]

@@ -135,7 +135,8 @@ def read_articles(path: str | Path, today: dt.date | None = None) -> Iterator[Ar
             head = handle.read(_SNIFF_BYTES)
             encoding = next((name for bom, name in _BOMS if head.startswith(bom)), None)
             if suffix in JSONL_SUFFIXES and encoding is None:
-                if b"\x00" in head:
+                # A JSON Lines file starts with "{": then a NUL byte costs only its line.
+                if b"\x00" in head and not head.lstrip(codecs.BOM_UTF8 + b" \t\r\n").startswith(b"{"):
                     raise ArticleError(path, "is a binary file (contains NUL bytes)")
                 handle.seek(0)
                 yield from _parse_jsonl(path, _byte_lines(path, handle), today)
