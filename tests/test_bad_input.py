@@ -13,7 +13,6 @@ import os
 import random
 import subprocess
 import sys
-import tempfile
 import time
 import tracemalloc
 from dataclasses import dataclass
@@ -144,6 +143,8 @@ def write_bad_batch(news: Path) -> None:
 
     # Accepted, some with a warning.
     write(news / "utf16.txt", "date 2024-04-01 Notepad saved this one as Unicode: café, naïve.".encode("utf-16"))
+    write(news / "utf32.md", "# Wide\n\nSaved as UTF-32 with its byte-order mark.".encode("utf-32"))
+    (news / "linked-folder").symlink_to(news.parent / "archive")
     write(news / "future.txt", f"date {FUTURE.isoformat()} The observatory will open to the public.")
     write(news / "nodate.txt", "A note without any date header about the bridge repairs.")
     write(news / "controls.txt", "date 2024-04-02 Bell\x07 and escape\x1b[0m and delete\x7f are removed.")
@@ -274,7 +275,7 @@ def test_the_cli_prints_one_line_per_failure(batch, capsys):
 def test_good_files_in_the_same_run_are_stored(batch):
     news = batch.news
     stored = {r[0] for r in rows(batch.db, "SELECT doc_id FROM documents")}
-    new_files = ["utf16.txt", "future.txt", "nodate.txt", "controls.txt", "twin-a.txt", "story.txt/inside.txt",
+    new_files = ["utf16.txt", "utf32.md", "future.txt", "nodate.txt", "controls.txt", "twin-a.txt", "story.txt/inside.txt",
                  "long-line.txt", "l" * 240 + ".txt", "arabic.txt", "hebrew.md", "good.txt", "good.md"]  # fmt: skip
     expected = set(batch.earlier_ids) | {path_doc_id(news / f) for f in new_files}
     expected |= {"huge-1", "huge-3", "feed-1", "feed-11", "emoji-1"}
@@ -292,6 +293,8 @@ def test_nothing_stored_earlier_changes(batch):
 
 WARNINGS = [
     ("utf16.txt", "decoded as UTF-16 (byte-order mark); UTF-8 is preferred"),
+    ("utf32.md", "decoded as UTF-32 (byte-order mark); UTF-8 is preferred"),
+    ("linked-folder", "is a symlink to a folder; not followed"),
     ("future.txt", f"date {FUTURE.isoformat()} is in the future"),
     ("nodate.txt", "no 'date YYYY-MM-DD' header; stored without a date"),
     ("controls.txt", "removed 3 control characters"),
@@ -361,23 +364,27 @@ def test_200_mb_files_are_never_read_whole(batch):
     print(f"bad batch run: {batch.seconds:.1f} s, first run {batch.first['total_seconds']:.1f} s")
 
 
-UNREADABLE_PROBE = """
-import os, sys
-os.setgid(65534); os.setuid(65534)
-from newsindex.articles import read_articles
-print([str(item) for item in read_articles(sys.argv[1])])
-"""
+def _without_file_permission_override() -> None:
+    """In the child before exec: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding
+    set, so root's child obeys file modes like any user."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):
+        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
 
 
 @pytest.mark.skipif(not AS_ROOT, reason="without root the unreadable file is part of the batch run above")
-def test_unreadable_file_as_another_user():
-    """chmod 000 does not stop root, so a child process that dropped to `nobody` reads the file."""
-    with tempfile.TemporaryDirectory() as folder:
-        os.chmod(folder, 0o755)
-        path = write(Path(folder) / "unreadable.txt", "date 2024-01-01 Nobody may read this.")
-        path.chmod(0)
-        probe = subprocess.run([sys.executable, "-c", UNREADABLE_PROBE, str(path)], capture_output=True, text=True, timeout=60)
-    if probe.returncode != 0 and "import" in probe.stderr:
-        pytest.skip(f"`nobody` cannot run newsindex from here: {probe.stderr.strip().splitlines()[-1]}")
-    assert probe.returncode == 0, probe.stderr
-    assert probe.stdout.strip() == repr([f"{path}: permission denied"])
+def test_unreadable_file_as_root_without_override(tmp_path):
+    """chmod 000 does not stop root, so the file is read by a child without root's override."""
+    path = write(tmp_path / "unreadable.txt", "date 2024-01-01 Nobody may read this.")
+    path.chmod(0)
+    probe = "import sys; from newsindex.articles import read_articles; print([str(i) for i in read_articles(sys.argv[1])])"
+    try:
+        result = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, timeout=60,
+                                preexec_fn=_without_file_permission_override)  # fmt: skip
+    except subprocess.SubprocessError as err:
+        pytest.skip(f"cannot drop capabilities here: {err}")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == repr([f"{path}: permission denied"])
