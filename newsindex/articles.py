@@ -100,8 +100,8 @@ def display_path(path: str | Path) -> str:
     return _UNPRINTABLE_IN_NAME.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
-def _megabytes(size: int) -> str:
-    return f"{size / 1e6:.1f} MB (limit {MAX_ARTICLE_BYTES / 1e6:g} MB"
+def _megabytes(size: int, limit_of: str = "") -> str:
+    return f"{size / 1e6:.1f} MB (limit {MAX_ARTICLE_BYTES / 1e6:g} MB{limit_of})"
 
 
 def path_doc_id(path: Path) -> str:
@@ -142,11 +142,11 @@ def read_articles(path: str | Path, today: dt.date | None = None) -> Iterator[Ar
                 yield from _parse_jsonl(path, _byte_lines(path, handle), today)
                 return
             if size > MAX_ARTICLE_BYTES:
-                raise ArticleError(path, f"is too large: {_megabytes(size)})")
+                raise ArticleError(path, f"is too large: {_megabytes(size)}")
             # Read one byte past the limit: the file may have grown since stat.
             raw = head + handle.read(MAX_ARTICLE_BYTES + 1 - len(head))
         if len(raw) > MAX_ARTICLE_BYTES:
-            raise ArticleError(path, f"is too large: {_megabytes(len(raw))})")
+            raise ArticleError(path, f"is too large: {_megabytes(len(raw))}")
         content, warnings = _decode(path, raw, encoding)
     except ArticleError as err:
         yield err
@@ -259,7 +259,7 @@ def _byte_lines(path: Path, handle) -> Iterator[tuple[int, str | ArticleError]]:
                 size += len(line)
             saw_text = True
             size -= 1 if line.endswith(b"\n") else 0
-            yield number, ArticleError(path, f"line too large: {_megabytes(size)} per line)", number)
+            yield number, ArticleError(path, f"line too large: {_megabytes(size, ' per line')}", number)
             continue
         if not line.strip():
             continue
