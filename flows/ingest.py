@@ -12,13 +12,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from newsindex import config
-from newsindex.articles import Article, ArticleError, read_articles
+from newsindex.articles import Article, ArticleError, discover_files, display_path, read_articles
 from newsindex.chunking import chunk_text, load_tokenizer
 from newsindex.config import ChunkSettings
 from newsindex.embedding import model_info, shared_embedder
@@ -63,30 +64,35 @@ def _retry_on_lock(task, task_run, state) -> bool:
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
-def discover(paths: list[str]) -> tuple[list[str], list[Failure]]:
+def discover(paths: list[str]) -> tuple[list[str], list[Failure], list[str]]:
     """Every candidate file under `paths`, sorted; hidden files and folders are skipped."""
-    files: list[str] = []
-    failures: list[Failure] = []
-    for given in paths:
-        # The same file named twice (a folder and a file in it) is still one file.
-        root = Path(given)
-        if root.is_dir():
-            for folder, dirs, names in os.walk(root, followlinks=False):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                files.extend(str(Path(folder) / n) for n in sorted(names) if not n.startswith("."))
-        elif root.exists() or root.is_symlink():
-            files.append(str(root))
-        else:
-            failures.append(Failure(str(root), None, "no such file or directory"))
-    unique = {os.path.realpath(f) if not os.path.isdir(f) else f: f for f in reversed(files)}
-    return sorted(unique.values()), failures
+    found = discover_files(paths)
+    return found.files, [Failure(e.path, e.line, e.message) for e in found.errors], found.warnings
 
 
 def _articles(path: str, wanted: set[str] | None = None):
-    for item in read_articles(path):
-        if isinstance(item, Article) and wanted is not None and item.doc_id not in wanted:
-            continue
-        yield item
+    try:
+        for item in read_articles(path):
+            if isinstance(item, Article) and wanted is not None and item.doc_id not in wanted:
+                continue
+            yield item
+    except Exception as err:  # noqa: BLE001
+        # An input the reader did not foresee must cost that file, not the whole run.
+        detail = (str(err).splitlines() or [""])[0]
+        yield ArticleError(path, f"could not be read: {type(err).__name__}: {detail}")
+
+
+class _Found(NamedTuple):
+    """What the plan keeps of a parsed article: no text, so memory does not grow with the corpus."""
+
+    path: str
+    doc_id: str
+    line: int | None
+    where: str  # file, or file:line, for messages
+    source_path: str
+    content_hash: str
+    text_hash: str
+    chars: int
 
 
 @task(cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=2, retry_condition_fn=_retry_on_lock)
@@ -94,13 +100,15 @@ def plan(files: list[str], db: str, chunk_key: str) -> Plan:
     """Parse every file and compare with the warehouse: which documents need embedding."""
     started = time.perf_counter()
     result = Plan()
-    found: list[tuple[str, Article]] = []
+    found: list[_Found] = []
     owner: dict[str, str] = {}
     for path in files:
         ids: list[str] = []
+        clean = True
         for item in _articles(path):
             if isinstance(item, ArticleError):
                 result.failures.append(Failure(item.path, item.line, item.message))
+                clean = False
                 continue
             result.seen += 1
             if item.doc_id in owner:
@@ -108,26 +116,42 @@ def plan(files: list[str], db: str, chunk_key: str) -> Plan:
                     Failure(path, item.line, f"document id {item.doc_id!r} is already used by {owner[item.doc_id]}")
                 )
                 continue
-            owner[item.doc_id] = path if item.line is None else f"{path}:{item.line}"
+            shown = display_path(path)
+            owner[item.doc_id] = shown if item.line is None else f"{shown}:{item.line}"
             result.warnings.extend(f"{owner[item.doc_id]}: {w}" for w in item.warnings)
             ids.append(item.doc_id)
-            found.append((path, item))
-        result.sources[str(Path(path).resolve())] = ids
+            found.append(_Found(path, item.doc_id, item.line, owner[item.doc_id], item.source_path,
+                                item.content_hash, item.text_hash, len(item.text)))  # fmt: skip
+        # Only a file read without errors tells prune which documents it no longer holds: a bad line
+        # or a broken file must never cost what was stored from it before.
+        if clean:
+            result.sources[os.path.realpath(path)] = ids
     with store.opened(db) as con:
-        stored = store.stored_docs(con, [a.doc_id for _, a in found])
+        stored = store.stored_docs(con, [f.doc_id for f in found])
+        new = [f for f in found if f.doc_id not in stored]
+        twins = store.documents_with_texts(con, [(f.text_hash, f.chars) for f in new]) if new else []
+    # Which text is already held, and where: a new document with the same text as another would only
+    # show up twice in every search. A file moved elsewhere (its old path gone) is not a twin.
+    held = {text_hash: where for text_hash, where, source in twins if Path(source).exists()}
+    held.update({f.text_hash: f.where for f in found if f.doc_id in stored})
     work: dict[str, tuple[list[str], int]] = {}
-    for path, article in found:
-        old = stored.get(article.doc_id)
-        if old and old.source_path != article.source_path and Path(old.source_path).exists():
+    for f in found:
+        old = stored.get(f.doc_id)
+        if old is None:
+            if f.text_hash in held:
+                result.warnings.append(f"{f.where}: same text as {held[f.text_hash]}; not stored twice")
+                continue
+            held[f.text_hash] = f.where
+        if old and old.source_path != f.source_path and Path(old.source_path).exists():
             result.failures.append(
-                Failure(path, article.line, f"document id {article.doc_id!r} is already used by {old.source_path}")
+                Failure(f.path, f.line, f"document id {f.doc_id!r} is already used by {old.source_path}")
             )
-        elif old and old.content_hash == article.content_hash and old.chunk_key == chunk_key:
+        elif old and old.content_hash == f.content_hash and old.chunk_key == chunk_key:
             result.unchanged += 1
         else:
-            ids, chars = work.get(path, ([], 0))
-            ids.append(article.doc_id)
-            work[path] = (ids, chars + len(article.text))
+            ids, chars = work.get(f.path, ([], 0))
+            ids.append(f.doc_id)
+            work[f.path] = (ids, chars + f.chars)
     result.work = [(path, ids, chars) for path, (ids, chars) in work.items()]
     result.seconds = time.perf_counter() - started
     return result
@@ -281,9 +305,10 @@ def _ingest(paths: list[str], db_file: str, prune: bool, max_tokens: int, overla
     failures: list[Failure] = []
     status = "failed"
     try:
-        files, missing = discover(paths)
+        files, missing, odd_folders = discover(paths)
         failures.extend(missing)
         planned = plan(files, db_file, chunk_key)
+        planned.warnings[:0] = odd_folders
         failures.extend(planned.failures)
         for warning in planned.warnings:
             logger.warning(warning)

@@ -6,11 +6,15 @@ never stops a run and the user can find and fix it.
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
+import errno
 import hashlib
 import json
+import os
 import re
-from collections.abc import Iterator
+import stat
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +22,24 @@ TEXT_SUFFIXES = {".txt"}
 MARKDOWN_SUFFIXES = {".md", ".markdown"}
 JSONL_SUFFIXES = {".jsonl"}
 SUPPORTED_SUFFIXES = TEXT_SUFFIXES | MARKDOWN_SUFFIXES | JSONL_SUFFIXES
+
+# A news article is a few kilobytes; ten megabytes is a dump, a book or a mistake, and would take
+# many minutes to embed. Checked with stat before reading; JSON Lines files are streamed instead,
+# so there the limit applies to each line and the file may be any size.
+MAX_ARTICLE_BYTES = 10_000_000
+# Leads are shown in search results; a 50 000-character first line must not become one.
+MAX_LEAD_CHARS = 1000
+_SNIFF_BYTES = 8192
+# UTF-32 first: its little-endian mark starts with UTF-16's.
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"),
+)  # fmt: skip
+# C0 and C1 control characters except tab, newline, carriage return, form feed and vertical tab
+# (white space): terminal escapes and mojibake that no reader wants in an article.
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
+_UNPRINTABLE_IN_NAME = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_FILE_KINDS = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
 
 # `date` then a token that starts with a digit: "Date night ideas" is prose, "date 2024/3/7" a bad header.
 _DATE_HEADER = re.compile(r"\A\s*date[ \t]+(?P<token>\d\S*)", re.IGNORECASE)
@@ -33,7 +55,9 @@ class ArticleError(Exception):
 
     def __init__(self, path: str | Path, message: str, line: int | None = None):
         super().__init__(message)
-        self.path = str(path)
+        # Reports are one line of valid UTF-8 whatever the file is called (they go to a terminal
+        # and into the ingest_errors table).
+        self.path = display_path(path)
         self.message = message
         self.line = line
 
@@ -63,6 +87,22 @@ class Article:
         )
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
+    @property
+    def text_hash(self) -> str:
+        """SHA-256 of the text alone (DuckDB's sha256(text) gives the same): finds the same article
+        stored under two names."""
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+
+def display_path(path: str | Path) -> str:
+    """The path as one printable line: bytes that are not UTF-8 and control characters escaped."""
+    text = os.fsencode(path).decode("utf-8", "backslashreplace")
+    return _UNPRINTABLE_IN_NAME.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def _megabytes(size: int, limit_of: str = "") -> str:
+    return f"{size / 1e6:.1f} MB (limit {MAX_ARTICLE_BYTES / 1e6:g} MB{limit_of})"
+
 
 def path_doc_id(path: Path) -> str:
     """Readable and stable: the file's stem plus a short hash of its absolute path, so equal names in
@@ -75,53 +115,173 @@ def read_articles(path: str | Path, today: dt.date | None = None) -> Iterator[Ar
     """Yield the articles in one file, and an ArticleError for each problem.
 
     A text or Markdown file yields exactly one item; a JSON Lines file yields one per non-blank line.
+    Nothing is read before the file is known to be a regular file of acceptable size, and a JSON
+    Lines file is streamed, so memory stays bounded by MAX_ARTICLE_BYTES whatever the input.
     """
     path = Path(path)
     today = today or dt.date.today()
     suffix = path.suffix.lower()
+    try:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        yield ArticleError(path, "file name is not valid UTF-8; rename the file")
+        return
     if suffix not in SUPPORTED_SUFFIXES:
         yield ArticleError(path, f"unknown extension {suffix or '(none)'!r}; expected .txt, .md or .jsonl")
         return
     try:
-        content = _read_text(path)
+        size = _regular_file_size(path)
+        with _open(path) as handle:
+            head = handle.read(_SNIFF_BYTES)
+            encoding = next((name for bom, name in _BOMS if head.startswith(bom)), None)
+            if suffix in JSONL_SUFFIXES and encoding is None:
+                # A JSON Lines file starts with "{": then a NUL byte costs only its line.
+                if b"\x00" in head and not head.lstrip(codecs.BOM_UTF8 + b" \t\r\n").startswith(b"{"):
+                    raise ArticleError(path, "is a binary file (contains NUL bytes)")
+                handle.seek(0)
+                yield from _parse_jsonl(path, _byte_lines(path, handle), today)
+                return
+            if size > MAX_ARTICLE_BYTES:
+                raise ArticleError(path, f"is too large: {_megabytes(size)}")
+            # Read one byte past the limit: the file may have grown since stat.
+            raw = head + handle.read(MAX_ARTICLE_BYTES + 1 - len(head))
+        if len(raw) > MAX_ARTICLE_BYTES:
+            raise ArticleError(path, f"is too large: {_megabytes(len(raw))}")
+        content, warnings = _decode(path, raw, encoding)
     except ArticleError as err:
         yield err
         return
     if suffix in JSONL_SUFFIXES:
-        yield from _parse_jsonl(path, content, today)
+        lines = enumerate(content.split("\n"), start=1)
+        yield from _with_warnings(_parse_jsonl(path, lines, today), warnings)
         return
     try:
+        content, removed = _strip_controls(content)
+        if removed:
+            warnings.append(_removed_message(removed))
         if suffix in TEXT_SUFFIXES:
-            yield _parse_text(path, content, today)
+            article = _parse_text(path, content, today)
         else:
-            yield _parse_markdown(path, content, today)
+            article = _parse_markdown(path, content, today)
     except ArticleError as err:
         yield err
+        return
+    article.warnings[:0] = warnings
+    yield article
 
 
-def _read_text(path: Path) -> str:
+def _with_warnings(items: Iterator[Article | ArticleError], warnings: list[str]) -> Iterator[Article | ArticleError]:
+    """File-level warnings (an encoding) are reported once, with the file's first article."""
+    for item in items:
+        if warnings and isinstance(item, Article):
+            item.warnings[:0] = warnings
+            warnings = []
+        yield item
+
+
+def _regular_file_size(path: Path) -> int:
     try:
-        raw = path.read_bytes()
-    except IsADirectoryError:
-        raise ArticleError(path, "is a directory, not an article file") from None
+        info = os.stat(path)
     except FileNotFoundError:
-        raise ArticleError(path, "file not found (a broken symlink?)") from None
+        if path.is_symlink():
+            raise ArticleError(path, f"broken symlink to {display_path(os.readlink(path))}") from None
+        raise ArticleError(path, "file not found") from None
+    except PermissionError:
+        raise ArticleError(path, "permission denied") from None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise ArticleError(path, "symlink loop (too many levels of symbolic links)") from None
+        raise ArticleError(path, f"cannot read: {err.strerror or err}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ArticleError(path, "is a directory, not an article file")
+    if not stat.S_ISREG(info.st_mode):
+        # Opening a named pipe would block the run forever.
+        kind = next((name for test, name in _FILE_KINDS if test(info.st_mode)), "a special file")
+        raise ArticleError(path, f"is not a regular file ({kind})")
+    if info.st_size == 0:
+        raise ArticleError(path, "is empty (0 bytes)")
+    return info.st_size
+
+
+def _open(path: Path):
+    try:
+        return open(path, "rb")
     except PermissionError:
         raise ArticleError(path, "permission denied") from None
     except OSError as err:
         raise ArticleError(path, f"cannot read: {err.strerror or err}") from None
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise ArticleError(path, "is UTF-16 encoded; articles must be UTF-8")
-    if b"\x00" in raw[:8192]:
-        raise ArticleError(path, "is a binary file (contains NUL bytes)")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise ArticleError(path, f"is not valid UTF-8 (byte 0x{raw[err.start]:02x} at offset {err.start})") from None
+
+
+def _decode(path: Path, raw: bytes, encoding: str | None) -> tuple[str, list[str]]:
+    """The file's text with newlines normalised. UTF-16 and UTF-32 are accepted when a byte-order
+    mark says so (Windows editors save "Unicode" that way); without one, only UTF-8."""
+    warnings: list[str] = []
+    if encoding:
+        try:
+            text = raw.decode(encoding.lower().replace("-", ""))
+        except UnicodeDecodeError as err:
+            raise ArticleError(path, f"is not valid {encoding} (bad bytes at offset {err.start})") from None
+        warnings.append(f"decoded as {encoding} (byte-order mark); UTF-8 is preferred")
+    else:
+        if b"\x00" in raw:
+            raise ArticleError(path, "is a binary file (contains NUL bytes)")
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as err:
+            offset = err.start + (3 if raw.startswith(codecs.BOM_UTF8) else 0)
+            line = raw.count(b"\n", 0, offset) + 1
+            column = offset - (raw.rfind(b"\n", 0, offset) + 1) + 1
+            raise ArticleError(
+                path, f"is not valid UTF-8 (byte 0x{raw[offset]:02x} at line {line}, column {column})"
+            ) from None
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if not text.strip():
-        raise ArticleError(path, "is empty")
-    return text
+        raise ArticleError(path, "is empty (only white space)")
+    return text, warnings
+
+
+def _byte_lines(path: Path, handle) -> Iterator[tuple[int, str | ArticleError]]:
+    """(line number, text) for each line of a UTF-8 file, read one line at a time; a line over the
+    limit is skipped in pieces, never held whole."""
+    number = 0
+    saw_text = False
+    while True:
+        line = handle.readline(MAX_ARTICLE_BYTES + 1)
+        if not line:
+            break
+        number += 1
+        if number == 1 and line.startswith(codecs.BOM_UTF8):
+            line = line[len(codecs.BOM_UTF8) :]
+        if len(line) > MAX_ARTICLE_BYTES and not line.endswith(b"\n"):
+            size = len(line)
+            while line and not line.endswith(b"\n"):
+                line = handle.readline(1 << 20)
+                size += len(line)
+            saw_text = True
+            size -= 1 if line.endswith(b"\n") else 0
+            yield number, ArticleError(path, f"line too large: {_megabytes(size, ' per line')}", number)
+            continue
+        if not line.strip():
+            continue
+        saw_text = True
+        if b"\x00" in line:
+            yield number, ArticleError(path, "contains NUL bytes (binary data)", number)
+            continue
+        try:
+            yield number, line.decode("utf-8")
+        except UnicodeDecodeError as err:
+            yield number, ArticleError(path, f"is not valid UTF-8 (byte 0x{line[err.start]:02x} at column {err.start + 1})", number)
+    if not saw_text:
+        yield 0, ArticleError(path, "is empty (only white space)")
+
+
+def _strip_controls(text: str) -> tuple[str, int]:
+    cleaned, removed = _CONTROL.subn("", text)
+    return cleaned, removed
+
+
+def _removed_message(removed: int) -> str:
+    return f"removed {removed} control character{'s' if removed != 1 else ''}"
 
 
 def _check_date(path: Path, value: str, today: dt.date, line: int | None = None) -> tuple[dt.date, list[str]]:
@@ -145,7 +305,7 @@ def _first_paragraph(text: str) -> str:
 
 
 def _title_from_stem(path: Path) -> str:
-    words = re.sub(r"[-_]+", " ", path.stem).strip()
+    words = " ".join(re.sub(r"[-_]+", " ", path.stem).split())
     return words[:1].upper() + words[1:]
 
 
@@ -163,6 +323,7 @@ def _parse_text(path: Path, content: str, today: dt.date) -> Article:
     if not text:
         raise ArticleError(path, "has a date header but no text")
     lead = text.split("\n", 1)[0].strip() if header else _first_paragraph(text)
+    lead = _shorten(lead, MAX_LEAD_CHARS)
     return Article(
         doc_id=path_doc_id(path),
         source_path=str(path.resolve()),
@@ -211,8 +372,8 @@ def _parse_markdown(path: Path, content: str, today: dt.date) -> Article:
         doc_id=path_doc_id(path),
         source_path=str(path.resolve()),
         format="md",
-        title=title.strip(),
-        lead=_first_paragraph(text),
+        title=" ".join(title.split()),
+        lead=_shorten(_first_paragraph(text), MAX_LEAD_CHARS),
         published=published,
         url=str(url) if url else None,
         text=text,
@@ -220,19 +381,32 @@ def _parse_markdown(path: Path, content: str, today: dt.date) -> Article:
     )
 
 
-def _parse_jsonl(path: Path, content: str, today: dt.date) -> Iterator[Article | ArticleError]:
+def _parse_jsonl(
+    path: Path, lines: Iterator[tuple[int, str | ArticleError]], today: dt.date
+) -> Iterator[Article | ArticleError]:
     source = str(path.resolve())
     base_id = path_doc_id(path)
-    for number, line in enumerate(content.split("\n"), start=1):
+    for number, line in lines:
+        if isinstance(line, ArticleError):
+            yield line
+            continue
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            # strict=False: a raw tab or control character inside a string is tolerated (and
+            # cleaned below) rather than costing the whole article.
+            record = json.loads(line, strict=False)
         except json.JSONDecodeError as err:
             yield ArticleError(path, f"not valid JSON ({err.msg} at column {err.colno})", number)
             continue
         if not isinstance(record, dict):
             yield ArticleError(path, f"expected a JSON object, got {type(record).__name__}", number)
+            continue
+        try:
+            json.dumps(record, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as err:
+            bad = f"\\u{ord(err.object[err.start]):04x}"
+            yield ArticleError(path, f"contains an unpaired surrogate escape {bad}; not valid Unicode", number)
             continue
         text = record.get("text")
         if text is None:
@@ -241,32 +415,34 @@ def _parse_jsonl(path: Path, content: str, today: dt.date) -> Iterator[Article |
         if not isinstance(text, str):
             yield ArticleError(path, f"'text' must be a string, got {type(text).__name__}", number)
             continue
-        text = text.replace("\r\n", "\n").strip()
+        text, removed = _strip_controls(text.replace("\r\n", "\n").replace("\r", "\n"))
+        text = text.strip()
         if not text:
             yield ArticleError(path, "'text' is empty", number)
             continue
-        warnings: list[str] = []
+        warnings: list[str] = [_removed_message(removed)] if removed else []
         published = None
         if record.get("date") not in (None, ""):
             try:
-                published, warnings = _check_date(path, str(record["date"]), today, number)
+                published, date_warnings = _check_date(path, str(record["date"]), today, number)
             except ArticleError as err:
                 yield err
                 continue
+            warnings += date_warnings
         else:
             warnings.append("no 'date'; stored without a date")
         raw_id = record.get("id")
-        if raw_id is not None and not isinstance(raw_id, (str, int)):
+        if raw_id is not None and (isinstance(raw_id, bool) or not isinstance(raw_id, (str, int))):
             yield ArticleError(path, f"'id' must be a string or integer, got {type(raw_id).__name__}", number)
             continue
         lead = _first_paragraph(text)
-        title = record.get("title")
+        title = " ".join(_strip_controls(str(record.get("title") or ""))[0].split())
         yield Article(
             doc_id=str(raw_id) if raw_id not in (None, "") else f"{base_id}:{number}",
             source_path=source,
             format="jsonl",
-            title=str(title).strip() if title else _shorten(lead, 100),
-            lead=lead,
+            title=title or _shorten(lead, 100),
+            lead=_shorten(lead, MAX_LEAD_CHARS),
             published=published,
             url=str(record["url"]) if record.get("url") else None,
             text=text,
@@ -279,3 +455,51 @@ def _shorten(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     return text[:limit].rsplit(" ", 1)[0] + "…"
+
+
+@dataclass
+class Discovered:
+    files: list[str] = field(default_factory=list)
+    errors: list[ArticleError] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def discover_files(paths: Sequence[str | Path]) -> Discovered:
+    """Every candidate file under `paths`, sorted and each once; hidden files and folders are skipped.
+    Everything that is not a folder is a candidate, so read_articles reports what is wrong with it."""
+    found = Discovered()
+    files: list[str] = []
+
+    def unlistable(err: OSError) -> None:
+        found.errors.append(ArticleError(err.filename, f"cannot list the folder: {err.strerror or err}"))
+
+    for given in paths:
+        root = Path(given)
+        if root.is_dir():
+            if root.suffix.lower() in SUPPORTED_SUFFIXES:
+                found.warnings.append(f"{display_path(root)}: {_FOLDER_LIKE_ARTICLE}")
+            for folder, dirs, names in os.walk(root, onerror=unlistable, followlinks=False):
+                for name in dirs:
+                    _warn_folder(Path(folder) / name, found.warnings)
+                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not os.path.islink(os.path.join(folder, d)))
+                files.extend(str(Path(folder) / n) for n in sorted(names) if not n.startswith("."))
+        elif root.exists() or root.is_symlink():
+            files.append(str(root))
+        else:
+            found.errors.append(ArticleError(root, "no such file or directory"))
+    # The same file named twice (a folder and a file in it, or through a symlink) is still one file.
+    unique = {os.path.realpath(f): f for f in reversed(files)}
+    found.files = sorted(unique.values())
+    return found
+
+
+def _warn_folder(folder: Path, warnings: list[str]) -> None:
+    if folder.name.startswith("."):
+        return
+    if folder.is_symlink():
+        warnings.append(f"{display_path(folder)}: is a symlink to a folder; not followed")
+    elif folder.suffix.lower() in SUPPORTED_SUFFIXES:
+        warnings.append(f"{display_path(folder)}: {_FOLDER_LIKE_ARTICLE}")
+
+
+_FOLDER_LIKE_ARTICLE = "is a folder named like an article file; reading the files in it"

@@ -215,6 +215,7 @@ class _progress:
 
 def _print_summary(summary: dict) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -230,10 +231,11 @@ def _print_summary(summary: dict) -> None:
     table.add_row("time", f"{summary['total_seconds']:.1f}s (embed {seconds:.1f}s, write {summary['write_seconds']:.1f}s)")
     table.add_row("warehouse", summary["db"])
     console.print(table)
+    # Escaped: a file called "[red].txt" or a JSON error quoting brackets is text, not markup.
     for warning in summary["warnings"]:
-        console.print(f"[yellow]warning[/] {warning}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]warning[/] {escape(warning)}", highlight=False, soft_wrap=True)
     for failure in summary["failures"]:
-        console.print(f"[red]failed[/] {failure}", highlight=False, soft_wrap=True)
+        console.print(f"[red]failed[/] {escape(failure)}", highlight=False, soft_wrap=True)
 
 
 @cli.command()

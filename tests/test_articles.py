@@ -112,10 +112,9 @@ def test_content_hash_tracks_content(tmp_path):
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
-        ("empty.txt", "", "is empty"),
-        ("blank.txt", "  \n\t\n", "is empty"),
-        ("latin1.txt", "date 2024-01-01 Caf\xe9".encode("latin-1"), "is not valid UTF-8 (byte 0xe9 at offset 19)"),
-        ("utf16.txt", "date 2024-01-01 x".encode("utf-16"), "is UTF-16 encoded; articles must be UTF-8"),
+        ("empty.txt", "", "is empty (0 bytes)"),
+        ("blank.txt", "  \n\t\n", "is empty (only white space)"),
+        ("latin1.txt", "date 2024-01-01 Caf\xe9".encode("latin-1"), "is not valid UTF-8 (byte 0xe9 at line 1, column 20)"),
         ("binary.txt", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "is a binary file (contains NUL bytes)"),
         ("bad-date.txt", "date 2024/03/07 Lead.", "malformed date '2024/03/07'; expected YYYY-MM-DD"),
         ("impossible.txt", "date 2024-02-30 Lead.", "impossible date '2024-02-30'"),
@@ -138,7 +137,14 @@ def test_directory_and_missing_file(tmp_path):
     (tmp_path / "folder.txt").mkdir()
     assert one(tmp_path / "folder.txt").message == "is a directory, not an article file"
     (tmp_path / "dangling.txt").symlink_to(tmp_path / "nowhere.txt")
-    assert one(tmp_path / "dangling.txt").message == "file not found (a broken symlink?)"
+    assert one(tmp_path / "dangling.txt").message == f"broken symlink to {tmp_path / 'nowhere.txt'}"
+
+
+def test_utf16_with_byte_order_mark_is_decoded(tmp_path):
+    article = one(write(tmp_path / "utf16.txt", "date 2024-01-01 Caf\u00e9 \u05e9\u05dc\u05d5\u05dd".encode("utf-16")))
+    assert isinstance(article, Article)
+    assert (article.published, article.text) == (dt.date(2024, 1, 1), "Caf\u00e9 \u05e9\u05dc\u05d5\u05dd")
+    assert article.warnings == ["decoded as UTF-16 (byte-order mark); UTF-8 is preferred"]
 
 
 def test_jsonl_bad_lines_are_reported_and_good_lines_kept(tmp_path):

@@ -192,7 +192,8 @@ def test_many_batches_store_everything(ingest, db, tmp_path):
 @pytest.mark.parametrize("max_tokens", [0])
 def test_invalid_budget_fails_the_run_and_keeps_data(ingest, db, max_tokens, tmp_path):
     ingest(SEEDS)
-    shutil.copy(SEED_FILE, tmp_path / "copy.txt")
+    # Not a byte copy: a new file with the same text as a stored one is skipped, never embedded.
+    write(tmp_path / "copy.txt", SEED_FILE.read_text() + "\n\nOne more sentence.")
     with pytest.raises(Exception, match="chunk budget must be at least 1 token"):
         ingest(tmp_path, max_tokens=max_tokens)
     assert rows(db, "SELECT count(*) FROM documents") == [(1,)]

@@ -277,6 +277,16 @@ def stored_docs(con: duckdb.DuckDBPyConnection, doc_ids: Sequence[str]) -> dict[
     return {row[0]: StoredDoc(row[1], row[2], row[3]) for row in rows}
 
 
+def documents_with_texts(con: duckdb.DuckDBPyConnection, texts: Sequence[tuple[str, int]]) -> list[tuple[str, str, str]]:
+    """(text hash, file or file:line, source path) of stored documents whose text has one of these
+    (SHA-256, length) pairs; the length test spares hashing every stored text."""
+    return con.execute(
+        "SELECT sha256(text), CASE WHEN line IS NULL THEN source_path ELSE source_path || ':' || line END, source_path"
+        " FROM documents WHERE length(text) IN (SELECT unnest(?)) AND sha256(text) IN (SELECT unnest(?))",
+        [sorted({n for _, n in texts}), sorted({h for h, _ in texts})],
+    ).fetchall()
+
+
 @dataclass
 class DocumentRow:
     """One article ready to store: its fields, and its chunks' text, spans and vectors."""
