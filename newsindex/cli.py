@@ -16,8 +16,16 @@ from newsindex import config
 
 
 class CLIError(click.ClickException):
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
     def show(self, file=None) -> None:
         click.echo(f"Error: {self.message}", err=True)
+
+
+# Ctrl-C: 128 + SIGINT, as shells report it.
+INTERRUPTED = 130
 
 
 def domain_errors(func: Callable) -> Callable:
@@ -35,6 +43,13 @@ def domain_errors(func: Callable) -> Callable:
             return func(*args, **kwargs)
         except (WarehouseError, ModelError, QueryError) as err:
             raise CLIError(str(err)) from None
+        except (KeyboardInterrupt, duckdb.InterruptException):
+            raise CLIError("interrupted", INTERRUPTED) from None
+        except RuntimeError as err:
+            # DuckDB reports a query cancelled by Ctrl-C as a plain RuntimeError.
+            if "interrupted" not in str(err).lower():
+                raise
+            raise CLIError("interrupted", INTERRUPTED) from None
         except duckdb.Error as err:
             # DuckDB messages can run to several lines of context; the first says what went wrong.
             raise CLIError(str(err).strip().splitlines()[0]) from None
@@ -70,6 +85,7 @@ def ingest(paths: Sequence[str], db: str | None, prune: bool, max_tokens: int, o
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "INFO" if verbose else "CRITICAL")
     from newsindex.flows import ingest as ingest_flow
 
+    _show_warehouse_waits()
     run_paths = list(paths) or [str(config.DEFAULT_SEEDS)]
     db_file = str(config.db_path(db))
     with _progress(enabled=not as_json and sys.stderr.isatty()) as report:
@@ -86,6 +102,19 @@ def ingest(paths: Sequence[str], db: str | None, prune: bool, max_tokens: int, o
         _print_summary(summary)
     if summary["failed"]:
         sys.exit(1)
+
+
+def _show_warehouse_waits() -> None:
+    """Say on stderr when ingestion waits for another process to let go of the warehouse file."""
+    import logging
+
+    logger = logging.getLogger("newsindex.warehouse")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("newsindex: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 class _progress:
@@ -283,7 +312,7 @@ def sql(statement, sql_file, max_rows, db, as_json, as_csv) -> None:
     if bool(statement) == bool(sql_file):
         raise CLIError("give SQL as an argument or with -f FILE (one of the two)")
     text = sql_file.read() if sql_file else statement
-    run_readonly(config.db_path(db), text, lambda columns, batches: _emit_stream(columns, batches, as_json, as_csv, max_rows))
+    _run_and_print(lambda emit: run_readonly(config.db_path(db), text, emit), as_json, as_csv, max_rows)
 
 
 @cli.command("queries")
@@ -328,7 +357,7 @@ def run_query(name, params, max_rows, db, as_json, as_csv) -> None:
             raise CLIError(f"--param takes KEY=VALUE, got {item!r}")
         values[key.strip()] = value
     query = named.get(name)
-    run_named(config.db_path(db), query, query.bind(values), lambda columns, batches: _emit_stream(columns, batches, as_json, as_csv, max_rows))
+    _run_and_print(lambda emit: run_named(config.db_path(db), query, query.bind(values), emit), as_json, as_csv, max_rows)
 
 
 # --- evaluation ---------------------------------------------------------------------------------
@@ -378,45 +407,59 @@ def _plain(value):
 
 def _emit_records(columns: Sequence[str], rows: Sequence[dict], as_json: bool, as_csv: bool) -> None:
     if as_json or as_csv:
-        _emit_stream(list(columns), [[[row.get(c) for c in columns] for row in rows]], as_json, as_csv, 0)
+        _emit_stream(list(columns), [[[row.get(c) for c in columns] for row in rows]], as_json, as_csv)
         return
     from rich.console import Console
 
     Console().print(_table(columns, [[_cell(row.get(c)) for c in columns] for row in rows]))
 
 
-def _emit_stream(columns: list[str], batches, as_json: bool, as_csv: bool, max_rows: int) -> None:
-    """Print rows as they arrive: JSON lines and CSV stream everything, a table stops at max_rows."""
+def _run_and_print(run: Callable, as_json: bool, as_csv: bool, max_rows: int) -> None:
+    """JSON lines and CSV stream every row while the query runs (the file stays open until the
+    last row is written); a table keeps the first max_rows rows, closes the warehouse, then prints,
+    so a slow terminal never holds the file."""
+    if as_json or as_csv:
+        run(lambda columns, batches: _emit_stream(columns, batches, as_json, as_csv))
+        return
+    tables: list[tuple[list[str], list[list[str]], bool]] = []
+    run(lambda columns, batches: tables.append((columns, *_first_rows(batches, max_rows))))
+    from rich.console import Console
+
+    console = Console()
+    for columns, shown, truncated in tables:
+        console.print(_table(columns, shown))
+        note = f"{len(shown)} row{'s' if len(shown) != 1 else ''}"
+        if truncated:
+            note += f" shown; truncated at --max-rows {max_rows} (use --max-rows, --json or --csv for more)"
+        console.print(note, style="dim", highlight=False)
+
+
+def _first_rows(batches, max_rows: int) -> tuple[list[list[str]], bool]:
+    """Up to max_rows rows as table cells, and whether there were more. Stops reading there: the
+    rest of an enormous result is never fetched."""
+    shown: list[list[str]] = []
+    for batch in batches:
+        room = max_rows - len(shown)
+        shown.extend([_cell(v) for v in row] for row in batch[:room])
+        if len(batch) > room:
+            return shown, True
+    return shown, False
+
+
+def _emit_stream(columns: list[str], batches, as_json: bool, as_csv: bool) -> None:
+    """Print rows as they arrive, as JSON lines or CSV: everything, however many."""
     if as_json:
         for batch in batches:
             for row in batch:
                 click.echo(json.dumps(dict(zip(columns, (_plain(v) for v in row))), ensure_ascii=False, default=str))
         return
-    if as_csv:
-        import csv
+    import csv
 
-        writer = csv.writer(sys.stdout)
-        writer.writerow(columns)
-        for batch in batches:
-            plain_rows = ([_plain(v) for v in row] for row in batch)
-            writer.writerows([json.dumps(v) if isinstance(v, (list, dict)) else v for v in row] for row in plain_rows)
-        return
-    shown: list = []
-    more = 0
+    writer = csv.writer(sys.stdout)
+    writer.writerow(columns)
     for batch in batches:
-        for row in batch:
-            if len(shown) < max_rows:
-                shown.append([_cell(v) for v in row])
-            else:
-                more += 1
-    from rich.console import Console
-
-    console = Console()
-    console.print(_table(columns, shown))
-    note = f"{len(shown)} row{'s' if len(shown) != 1 else ''}"
-    if more:
-        note += f" shown, {more} more not shown (use --max-rows, --json or --csv)"
-    console.print(note, style="dim", highlight=False)
+        plain_rows = ([_plain(v) for v in row] for row in batch)
+        writer.writerows([json.dumps(v) if isinstance(v, (list, dict)) else v for v in row] for row in plain_rows)
 
 
 def _cell(value) -> str:
