@@ -97,8 +97,10 @@ def subprocess_env(prefect_server) -> dict[str, str]:
 
     url = PREFECT_API_URL.value()
     assert url, "the Prefect test server set no PREFECT_API_URL"
+    # The CLI picks its own console log level, as it does for a user.
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"}
     return {
-        **os.environ,
+        **env,
         "PREFECT_API_URL": url,
         "HF_HUB_OFFLINE": "1",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
