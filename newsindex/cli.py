@@ -57,6 +57,29 @@ def domain_errors(func: Callable) -> Callable:
     return wrapper
 
 
+# True in the `newsindex` program itself (main), not when the CLI is called in-process.
+_standalone = False
+
+
+def _exit_on_ctrl_c() -> None:
+    """For commands that only read: Ctrl-C says so and leaves at once, also in the middle of a
+    query. Nothing is written back (the file is open read-only, the OS drops the lock), and DuckDB
+    1.5 can hang closing a connection whose multi-threaded query was interrupted."""
+    if not _standalone:
+        return  # invoked in-process (tests, notebooks): leave the host's Ctrl-C alone
+    import signal
+
+    def leave(signum, frame):
+        try:
+            sys.stdout.flush()
+        except OSError:
+            pass
+        os.write(2, b"Error: interrupted\n")
+        os._exit(INTERRUPTED)
+
+    signal.signal(signal.SIGINT, leave)
+
+
 db_option = click.option(
     "--db", "db", type=click.Path(dir_okay=False), default=None,
     help="Warehouse file (default: $NEWSINDEX_DB or warehouse/newsindex.duckdb).",
@@ -236,6 +259,8 @@ def search(query, k, mode, since, until, source, doc, per_doc, db, as_json, as_c
     """Find passages that answer QUERY: semantic, keyword (BM25) or hybrid (both, fused)."""
     from newsindex.queries.search import Filters, Hit, search as run_search
 
+    _exit_on_ctrl_c()
+
     result = run_search(
         config.db_path(db), query, k=k, mode=mode, per_doc=per_doc,
         filters=Filters(since=since, until=until, source=source, doc=doc),
@@ -286,6 +311,8 @@ def related(doc_id, k, db, as_json, as_csv) -> None:
     """Documents most similar to DOC_ID (by the mean of their chunk vectors)."""
     from newsindex.queries.search import related as run_related
 
+    _exit_on_ctrl_c()
+
     rows = run_related(config.db_path(db), doc_id, k)
     _emit_records(["doc_id", "title", "published", "source_path", "score"], rows, as_json, as_csv)
 
@@ -308,6 +335,8 @@ def sql(statement, sql_file, max_rows, db, as_json, as_csv) -> None:
                    FROM chunks JOIN documents USING (doc_id) ORDER BY s DESC LIMIT 5"
     """
     from newsindex.queries.readonly import run_readonly
+
+    _exit_on_ctrl_c()
 
     if bool(statement) == bool(sql_file):
         raise CLIError("give SQL as an argument or with -f FILE (one of the two)")
@@ -349,6 +378,8 @@ def run_query(name, params, max_rows, db, as_json, as_csv) -> None:
     """Run the named query NAME with bound parameters (see `newsindex queries`)."""
     from newsindex.queries import named
     from newsindex.queries.readonly import run_named
+
+    _exit_on_ctrl_c()
 
     values = {}
     for item in params:
@@ -487,6 +518,8 @@ def _table(columns: Sequence[str], rows: Sequence[Sequence], title: str | None =
 
 
 def main() -> None:
+    global _standalone
+    _standalone = True
     cli(prog_name="newsindex")
 
 
