@@ -27,6 +27,8 @@ from newsindex import faults
 _LOCK_MESSAGE = "Could not set lock on file"
 # How long a writer waits for readers to let go of the file; $NEWSINDEX_LOCK_WAIT overrides it.
 DEFAULT_LOCK_WAIT = 60.0
+# A reader only waits out an ingest's commit, which is brief.
+READ_WAIT = 10.0
 
 log = logging.getLogger("newsindex.warehouse")
 _MIGRATION_NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
@@ -70,9 +72,11 @@ def lock_wait() -> float:
 
 def connect(db: str | Path, *, read_only: bool = False, wait: float | None = None) -> duckdb.DuckDBPyConnection:
     """Open the warehouse, retrying with backoff while another process holds the file, for `wait`
-    seconds (default: lock_wait()); then WarehouseLocked naming the holder's pid."""
+    seconds (default: READ_WAIT to read, lock_wait() to write); then WarehouseLocked naming the
+    holder's pid."""
     db = Path(db)
-    wait = lock_wait() if wait is None else wait
+    if wait is None:
+        wait = READ_WAIT if read_only else lock_wait()
     if read_only and not db.exists():
         raise WarehouseError(f"{db}: no warehouse here yet; run `newsindex ingest` first")
     if not read_only:
