@@ -9,7 +9,6 @@ the file only while they run.
 
 from __future__ import annotations
 
-import os
 import queue
 import re
 import select
@@ -235,3 +234,14 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (FileNotFoundError, IndexError):
         return "?"
+
+
+def test_lock_wait_setting(monkeypatch):
+    monkeypatch.delenv("NEWSINDEX_LOCK_WAIT", raising=False)
+    assert store.lock_wait() == store.DEFAULT_LOCK_WAIT == 60
+    monkeypatch.setenv("NEWSINDEX_LOCK_WAIT", "2.5")
+    assert store.lock_wait() == 2.5
+    for bad in ("soon", "-1"):
+        monkeypatch.setenv("NEWSINDEX_LOCK_WAIT", bad)
+        with pytest.raises(store.WarehouseError, match=f"NEWSINDEX_LOCK_WAIT must be a number of seconds, got '{bad}'"):
+            store.lock_wait()

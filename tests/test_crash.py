@@ -161,3 +161,20 @@ def test_killed_ingest_leaves_whole_documents_and_rerun_converges(versions, subp
             ("completed",), ("crashed",), ("completed",)
         ]
     assert not search(db, "volcano", mode="keyword").warnings
+
+
+def test_only_runs_of_dead_processes_are_marked_crashed(db):
+    import os
+    import socket
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(gone.stdout)
+    with store.opened(db) as con:
+        for run_id, pid, host in [("mine", os.getpid(), socket.gethostname()), ("dead", dead_pid, socket.gethostname()),
+                                  ("elsewhere", dead_pid, "another-host"), ("legacy", None, None)]:  # fmt: skip
+            con.execute("INSERT INTO ingest_runs (run_id, status, paths, started_at, pid, host)"
+                        " VALUES (?, 'running', [], current_timestamp, ?, ?)", [run_id, pid, host])  # fmt: skip
+        assert sorted(store.mark_crashed_runs(con)) == ["dead", "legacy"]
+        assert con.execute("SELECT run_id, status FROM ingest_runs ORDER BY run_id").fetchall() == [
+            ("dead", "crashed"), ("elsewhere", "running"), ("legacy", "crashed"), ("mine", "running")
+        ]
