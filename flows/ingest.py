@@ -18,7 +18,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from newsindex import config
+from newsindex import config, faults
 from newsindex.articles import Article, ArticleError, discover_files, display_path, read_articles
 from newsindex.chunking import chunk_text, load_tokenizer
 from newsindex.config import ChunkSettings
@@ -59,10 +59,8 @@ class Plan:
     seconds: float = 0.0
 
 
-def _retry_on_lock(task, task_run, state) -> bool:
-    return isinstance(state.result(raise_on_failure=False), store.WarehouseLocked)
-
-
+# No task retries on a locked warehouse: store.connect already waits $NEWSINDEX_LOCK_WAIT with
+# backoff, and retrying on top would multiply that bound.
 @task(cache_policy=NO_CACHE, persist_result=False)
 def discover(paths: list[str]) -> tuple[list[str], list[Failure], list[str]]:
     """Every candidate file under `paths`, sorted; hidden files and folders are skipped."""
@@ -95,7 +93,7 @@ class _Found(NamedTuple):
     chars: int
 
 
-@task(cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=2, retry_condition_fn=_retry_on_lock)
+@task(cache_policy=NO_CACHE, persist_result=False)
 def plan(files: list[str], db: str, chunk_key: str) -> Plan:
     """Parse every file and compare with the warehouse: which documents need embedding."""
     started = time.perf_counter()
@@ -103,6 +101,7 @@ def plan(files: list[str], db: str, chunk_key: str) -> Plan:
     found: list[_Found] = []
     owner: dict[str, str] = {}
     for path in files:
+        faults.point("parse")
         ids: list[str] = []
         clean = True
         for item in _articles(path):
@@ -179,7 +178,7 @@ def batches(work: list[tuple[str, list[str], int]], batch_chars: int) -> list[li
     return out
 
 
-@task(cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_on_lock)
+@task(cache_policy=NO_CACHE, persist_result=False)
 def embed_and_write(
     items: list[tuple[str, list[str]]], db: str, settings: dict, model_dir: str, model_name: str
 ) -> dict:
@@ -227,6 +226,7 @@ def embed_and_write(
     embedder = shared_embedder(model_dir, model_name)  # loaded once per process, not timed as encoding
     parsed = time.perf_counter()
     vectors = embedder.encode(texts)
+    faults.point("embed")
     embedded = time.perf_counter()
     with store.opened(db) as con:
         written = store.write_documents(con, rows, vectors, info.fingerprint)
@@ -244,13 +244,13 @@ def embed_and_write(
     }
 
 
-@task(cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=2, retry_condition_fn=_retry_on_lock)
+@task(cache_policy=NO_CACHE, persist_result=False)
 def prune_missing(db: str, roots: list[str], sources: dict[str, list[str]]) -> list[str]:
     with store.opened(db) as con:
         return store.prune(con, roots, {path: set(ids) for path, ids in sources.items()})
 
 
-@task(cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=2, retry_condition_fn=_retry_on_lock)
+@task(cache_policy=NO_CACHE, persist_result=False)
 def refresh_search_index(db: str) -> bool:
     """Rebuild the keyword index if the chunks changed, including after an earlier crashed run."""
     with store.opened(db) as con:

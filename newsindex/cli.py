@@ -16,8 +16,16 @@ from newsindex import config
 
 
 class CLIError(click.ClickException):
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
     def show(self, file=None) -> None:
         click.echo(f"Error: {self.message}", err=True)
+
+
+# Ctrl-C: 128 + SIGINT, as shells report it.
+INTERRUPTED = 130
 
 
 def domain_errors(func: Callable) -> Callable:
@@ -37,11 +45,41 @@ def domain_errors(func: Callable) -> Callable:
             return func(*args, **kwargs)
         except (WarehouseError, ModelError, QueryError, ServerError, ScheduleError) as err:
             raise CLIError(str(err)) from None
+        except (KeyboardInterrupt, duckdb.InterruptException):
+            raise CLIError("interrupted", INTERRUPTED) from None
+        except RuntimeError as err:
+            # DuckDB reports a query cancelled by Ctrl-C as a plain RuntimeError.
+            if "interrupted" not in str(err).lower():
+                raise
+            raise CLIError("interrupted", INTERRUPTED) from None
         except duckdb.Error as err:
             # DuckDB messages can run to several lines of context; the first says what went wrong.
             raise CLIError(str(err).strip().splitlines()[0]) from None
 
     return wrapper
+
+
+# True in the `newsindex` program itself (main), not when the CLI is called in-process.
+_standalone = False
+
+
+def _exit_on_ctrl_c() -> None:
+    """For commands that only read: Ctrl-C says so and leaves at once, also in the middle of a
+    query. Nothing is written back (the file is open read-only, the OS drops the lock), and DuckDB
+    1.5 can hang closing a connection whose multi-threaded query was interrupted."""
+    if not _standalone:
+        return  # invoked in-process (tests, notebooks): leave the host's Ctrl-C alone
+    import signal
+
+    def leave(signum, frame):
+        try:
+            sys.stdout.flush()
+        except OSError:
+            pass
+        os.write(2, b"Error: interrupted\n")
+        os._exit(INTERRUPTED)
+
+    signal.signal(signal.SIGINT, leave)
 
 
 db_option = click.option(
@@ -79,6 +117,7 @@ def ingest(
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "INFO" if verbose else "CRITICAL")
     from newsindex.flows import ingest as ingest_flow
 
+    _show_warehouse_waits()
     run_paths = list(paths) or [str(config.DEFAULT_SEEDS)]
     db_file = str(config.db_path(db))
     with _progress(enabled=not as_json and sys.stderr.isatty()) as report:
@@ -182,6 +221,19 @@ def schedule(paths: Sequence[str], cron: str | None, every: str | None, prune: b
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "INFO")
     scheduling.serve(chosen)
     click.echo(f"stopped; deployment ingest/{chosen.name} is paused")
+
+
+def _show_warehouse_waits() -> None:
+    """Say on stderr when ingestion waits for another process to let go of the warehouse file."""
+    import logging
+
+    logger = logging.getLogger("newsindex.warehouse")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("newsindex: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 class _progress:
@@ -305,6 +357,8 @@ def search(query, k, mode, since, until, source, doc, per_doc, db, as_json, as_c
     """Find passages that answer QUERY: semantic, keyword (BM25) or hybrid (both, fused)."""
     from newsindex.queries.search import Filters, Hit, search as run_search
 
+    _exit_on_ctrl_c()
+
     result = run_search(
         config.db_path(db), query, k=k, mode=mode, per_doc=per_doc,
         filters=Filters(since=since, until=until, source=source, doc=doc),
@@ -355,6 +409,8 @@ def related(doc_id, k, db, as_json, as_csv) -> None:
     """Documents most similar to DOC_ID (by the mean of their chunk vectors)."""
     from newsindex.queries.search import related as run_related
 
+    _exit_on_ctrl_c()
+
     rows = run_related(config.db_path(db), doc_id, k)
     _emit_records(["doc_id", "title", "published", "source_path", "score"], rows, as_json, as_csv)
 
@@ -378,10 +434,12 @@ def sql(statement, sql_file, max_rows, db, as_json, as_csv) -> None:
     """
     from newsindex.queries.readonly import run_readonly
 
+    _exit_on_ctrl_c()
+
     if bool(statement) == bool(sql_file):
         raise CLIError("give SQL as an argument or with -f FILE (one of the two)")
     text = sql_file.read() if sql_file else statement
-    run_readonly(config.db_path(db), text, lambda columns, batches: _emit_stream(columns, batches, as_json, as_csv, max_rows))
+    _run_and_print(lambda emit: run_readonly(config.db_path(db), text, emit), as_json, as_csv, max_rows)
 
 
 @cli.command("queries")
@@ -419,6 +477,8 @@ def run_query(name, params, max_rows, db, as_json, as_csv) -> None:
     from newsindex.queries import named
     from newsindex.queries.readonly import run_named
 
+    _exit_on_ctrl_c()
+
     values = {}
     for item in params:
         key, sep, value = item.partition("=")
@@ -426,7 +486,7 @@ def run_query(name, params, max_rows, db, as_json, as_csv) -> None:
             raise CLIError(f"--param takes KEY=VALUE, got {item!r}")
         values[key.strip()] = value
     query = named.get(name)
-    run_named(config.db_path(db), query, query.bind(values), lambda columns, batches: _emit_stream(columns, batches, as_json, as_csv, max_rows))
+    _run_and_print(lambda emit: run_named(config.db_path(db), query, query.bind(values), emit), as_json, as_csv, max_rows)
 
 
 # --- evaluation ---------------------------------------------------------------------------------
@@ -476,45 +536,59 @@ def _plain(value):
 
 def _emit_records(columns: Sequence[str], rows: Sequence[dict], as_json: bool, as_csv: bool) -> None:
     if as_json or as_csv:
-        _emit_stream(list(columns), [[[row.get(c) for c in columns] for row in rows]], as_json, as_csv, 0)
+        _emit_stream(list(columns), [[[row.get(c) for c in columns] for row in rows]], as_json, as_csv)
         return
     from rich.console import Console
 
     Console().print(_table(columns, [[_cell(row.get(c)) for c in columns] for row in rows]))
 
 
-def _emit_stream(columns: list[str], batches, as_json: bool, as_csv: bool, max_rows: int) -> None:
-    """Print rows as they arrive: JSON lines and CSV stream everything, a table stops at max_rows."""
+def _run_and_print(run: Callable, as_json: bool, as_csv: bool, max_rows: int) -> None:
+    """JSON lines and CSV stream every row while the query runs (the file stays open until the
+    last row is written); a table keeps the first max_rows rows, closes the warehouse, then prints,
+    so a slow terminal never holds the file."""
+    if as_json or as_csv:
+        run(lambda columns, batches: _emit_stream(columns, batches, as_json, as_csv))
+        return
+    tables: list[tuple[list[str], list[list[str]], bool]] = []
+    run(lambda columns, batches: tables.append((columns, *_first_rows(batches, max_rows))))
+    from rich.console import Console
+
+    console = Console()
+    for columns, shown, truncated in tables:
+        console.print(_table(columns, shown))
+        note = f"{len(shown)} row{'s' if len(shown) != 1 else ''}"
+        if truncated:
+            note += f" shown; truncated at --max-rows {max_rows} (use --max-rows, --json or --csv for more)"
+        console.print(note, style="dim", highlight=False)
+
+
+def _first_rows(batches, max_rows: int) -> tuple[list[list[str]], bool]:
+    """Up to max_rows rows as table cells, and whether there were more. Stops reading there: the
+    rest of an enormous result is never fetched."""
+    shown: list[list[str]] = []
+    for batch in batches:
+        room = max_rows - len(shown)
+        shown.extend([_cell(v) for v in row] for row in batch[:room])
+        if len(batch) > room:
+            return shown, True
+    return shown, False
+
+
+def _emit_stream(columns: list[str], batches, as_json: bool, as_csv: bool) -> None:
+    """Print rows as they arrive, as JSON lines or CSV: everything, however many."""
     if as_json:
         for batch in batches:
             for row in batch:
                 click.echo(json.dumps(dict(zip(columns, (_plain(v) for v in row))), ensure_ascii=False, default=str))
         return
-    if as_csv:
-        import csv
+    import csv
 
-        writer = csv.writer(sys.stdout)
-        writer.writerow(columns)
-        for batch in batches:
-            plain_rows = ([_plain(v) for v in row] for row in batch)
-            writer.writerows([json.dumps(v) if isinstance(v, (list, dict)) else v for v in row] for row in plain_rows)
-        return
-    shown: list = []
-    more = 0
+    writer = csv.writer(sys.stdout)
+    writer.writerow(columns)
     for batch in batches:
-        for row in batch:
-            if len(shown) < max_rows:
-                shown.append([_cell(v) for v in row])
-            else:
-                more += 1
-    from rich.console import Console
-
-    console = Console()
-    console.print(_table(columns, shown))
-    note = f"{len(shown)} row{'s' if len(shown) != 1 else ''}"
-    if more:
-        note += f" shown, {more} more not shown (use --max-rows, --json or --csv)"
-    console.print(note, style="dim", highlight=False)
+        plain_rows = ([_plain(v) for v in row] for row in batch)
+        writer.writerows([json.dumps(v) if isinstance(v, (list, dict)) else v for v in row] for row in plain_rows)
 
 
 def _cell(value) -> str:
@@ -542,6 +616,8 @@ def _table(columns: Sequence[str], rows: Sequence[Sequence], title: str | None =
 
 
 def main() -> None:
+    global _standalone
+    _standalone = True
     cli(prog_name="newsindex")
 
 

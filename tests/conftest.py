@@ -112,3 +112,45 @@ def doc_id_of(db: Path, stem: str) -> str:
         return con.execute("SELECT doc_id FROM documents WHERE source_path LIKE ?", [f"%/{stem}.txt"]).fetchone()[0]
     finally:
         con.close()
+
+
+@pytest.fixture(scope="session")
+def subprocess_env(prefect_server) -> dict[str, str]:
+    """Environment for `newsindex` and flow subprocesses: this session's Prefect server, read from
+    the settings (whatever fixture started it), so no subprocess starts a temporary one (6–10 s)."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    assert url, "the Prefect test server set no PREFECT_API_URL"
+    # The CLI picks its own console log level, as it does for a user.
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"}
+    return {
+        **env,
+        "PREFECT_API_URL": url,
+        "HF_HUB_OFFLINE": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def warehouse_problems(con) -> list[str]:
+    """Every way the stored documents and chunks could disagree; empty when they are consistent:
+    no orphan or duplicate chunks, ordinals 0..n-1, ids doc_id#ordinal, and each chunk's text is
+    exactly the span of its document's text that it claims."""
+    checks = {
+        "chunks without a document": "SELECT count(*) FROM chunks c ANTI JOIN documents d USING (doc_id)",
+        "documents without chunks": "SELECT count(*) FROM documents d ANTI JOIN chunks c USING (doc_id)",
+        "duplicate chunk ids": "SELECT count(*) - count(DISTINCT chunk_id) FROM chunks",
+        "duplicate ordinals": "SELECT count(*) - count(DISTINCT (doc_id, ordinal)) FROM chunks",
+        "gaps in ordinals": "SELECT count(*) FROM (SELECT doc_id FROM chunks GROUP BY doc_id"
+        " HAVING min(ordinal) <> 0 OR max(ordinal) <> count(*) - 1)",
+        "chunk ids not doc_id#ordinal": "SELECT count(*) FROM chunks WHERE chunk_id <> doc_id || '#' || ordinal",
+        "chunk text not its document's span": "SELECT count(*) FROM chunks c JOIN documents d USING (doc_id)"
+        " WHERE c.text <> substring(d.text, c.char_start + 1, c.char_end - c.char_start)",
+    }
+    problems = []
+    for name, sql in checks.items():
+        count = con.execute(sql).fetchone()[0]
+        if count:
+            problems.append(f"{name}: {count}")
+    return problems

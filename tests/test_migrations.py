@@ -1,8 +1,12 @@
-"""Schema migrations: applied in one transaction, recorded, and not applied twice."""
+"""Schema migrations: applied in one transaction, recorded, not applied twice; a warehouse of the
+first schema migrates keeping its data, and a failed migration changes nothing."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import duckdb
+import numpy as np
 import pytest
 
 from newsindex.warehouse import store
@@ -39,11 +43,120 @@ def test_read_only_open_refuses_missing_or_unmigrated(db):
             pass
 
 
-def test_failed_migration_leaves_the_file_untouched(db, monkeypatch):
+def test_failed_migration_on_an_empty_file_creates_nothing(db, monkeypatch):
     broken = store.Migration(1, "initial", store.migrations()[0].sql + "\nCREATE TABLE documents (x INTEGER);")
     monkeypatch.setattr(store, "migrations", lambda: [broken])
     con = store.connect(db)
-    with pytest.raises(duckdb.CatalogException):
+    with pytest.raises(store.WarehouseError, match="migration 001_initial failed"):
         store.migrate(con)
     assert con.execute("SELECT count(*) FROM information_schema.tables").fetchone()[0] == 0
     con.close()
+
+
+# --- a warehouse made by the first schema ------------------------------------------------------
+
+
+def _first_schema_warehouse(db, monkeypatch) -> None:
+    """A warehouse as the first release made it: only 001 applied, two documents, one finished run."""
+    first = store.migrations()[0]
+    assert first.version == 1
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "migrations", lambda: [first])
+        with store.opened(db) as con:
+            store.register_model(con, "fp-old", "old-model", 384)
+            docs = [_doc("a", ["Alpha one.", "Alpha two."]), _doc("b", ["Beta."])]
+            vectors = np.eye(3, 384, dtype=np.float32)
+            store.write_documents(con, docs, vectors, "fp-old")
+            con.execute(
+                "INSERT INTO ingest_runs (run_id, status, paths, started_at, finished_at, seen, added)"
+                " VALUES ('r1', 'completed', ['old/'], TIMESTAMP '2024-01-01 10:00', TIMESTAMP '2024-01-01 10:01', 2, 2)"
+            )
+
+
+def _doc(doc_id: str, chunks: list[str]) -> store.DocumentRow:
+    text = " ".join(chunks)
+    spans, start = [], 0
+    for chunk in chunks:
+        spans.append((start, start + len(chunk)))
+        start += len(chunk) + 1
+    return store.DocumentRow(
+        doc_id=doc_id, source_path=f"/old/{doc_id}.txt", format="txt", line=None, title=doc_id.upper(),
+        lead=chunks[0], published=dt.date(2024, 1, 2), url=None, text=text, content_hash=f"h-{doc_id}",
+        chunk_key="k", chunk_texts=chunks, chunk_spans=spans, chunk_tokens=[3] * len(chunks),
+    )  # fmt: skip
+
+
+def _dump(db) -> dict:
+    """Everything a migration could change: tables and their columns, views, macros, every row."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        columns = con.execute(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns"
+            " WHERE table_schema = 'main' ORDER BY table_name, ordinal_position"
+        ).fetchall()
+        views = con.execute("SELECT view_name, sql FROM duckdb_views() WHERE NOT internal ORDER BY ALL").fetchall()
+        macros = con.execute(
+            "SELECT function_name FROM duckdb_functions() WHERE NOT internal AND schema_name = 'main' ORDER BY ALL"
+        ).fetchall()
+        tables = [t for (t,) in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' ORDER BY ALL").fetchall()]  # fmt: skip
+        rows = {t: con.execute(f'SELECT * FROM "{t}" ORDER BY ALL').fetchall() for t in tables}
+        return {"columns": columns, "views": views, "macros": macros, "rows": rows}
+    finally:
+        con.close()
+
+
+def test_first_schema_warehouse_migrates_and_keeps_its_data(db, monkeypatch):
+    _first_schema_warehouse(db, monkeypatch)
+    before = _dump(db)
+    assert [r[0] for r in before["rows"]["_migrations"]] == [1]
+    with pytest.raises(store.WarehouseError, match="schema is out of date"):
+        with store.opened(db, read_only=True):
+            pass
+
+    with store.opened(db) as con:
+        assert [v for (v,) in con.execute("SELECT version FROM _migrations ORDER BY 1").fetchall()] == [
+            m.version for m in store.migrations()
+        ]
+        # Every old row is still there, column for column (later migrations only add columns).
+        for table in ("documents", "chunks", "models", "ingest_runs", "ingest_errors"):
+            old_columns = [c for t, c, _ in before["columns"] if t == table]
+            now = con.execute(f"SELECT {', '.join(old_columns)} FROM {table} ORDER BY ALL").fetchall()
+            assert now == before["rows"][table], table
+        # The later schema works on the old data: views, the filter macro, the new run columns.
+        assert con.execute("SELECT doc_id, chunks FROM articles ORDER BY 1").fetchall() == [("a", 2), ("b", 1)]
+        assert con.execute("SELECT count(*) FROM passages WHERE passage_filter(published, source_path, doc_id,"
+                           " NULL, NULL, 'old/*', NULL)").fetchone()[0] == 3  # fmt: skip
+        assert con.execute("SELECT status, pid FROM ingest_runs").fetchall() == [("completed", None)]
+        assert store.refresh_search_index(con) is True
+    with store.opened(db, read_only=True) as con:
+        assert store.stats(con)["documents"] == 2
+
+
+def test_failed_migration_leaves_the_file_untouched(db, monkeypatch):
+    _first_schema_warehouse(db, monkeypatch)
+    before = _dump(db)
+    size = db.stat().st_size
+    # The real later migrations succeed, then this one changes things and fails half-way.
+    broken = store.Migration(99, "broken", "CREATE TABLE extra (a INTEGER);\n"
+                             "ALTER TABLE documents ADD COLUMN z INTEGER;\n"
+                             "DELETE FROM chunks;\n"
+                             "SELECT * FROM no_such_table;")  # fmt: skip
+    real = store.migrations()
+    monkeypatch.setattr(store, "migrations", lambda: [*real, broken])
+
+    with pytest.raises(store.WarehouseError) as failure:
+        with store.opened(db):
+            pass
+    message = str(failure.value)
+    assert "\n" not in message
+    assert message.startswith(f"{db}: migration 099_broken failed (Catalog Error: Table with name no_such_table")
+    assert message.endswith("the warehouse was left unchanged")
+
+    assert _dump(db) == before
+    assert not db.with_name(db.name + ".wal").exists() or db.with_name(db.name + ".wal").stat().st_size == 0
+    assert db.stat().st_size == size
+    # And the old warehouse still migrates once the broken migration is gone.
+    monkeypatch.setattr(store, "migrations", lambda: real)
+    with store.opened(db) as con:
+        assert con.execute("SELECT count(*) FROM chunks").fetchone()[0] == 3

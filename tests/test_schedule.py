@@ -81,19 +81,25 @@ def test_a_served_schedule_ingests_dropped_files_and_pauses_on_ctrl_c(prefect_se
         with get_client(sync_client=True) as client:
             deployment = client.read_deployment_by_name(f"ingest/{name}")
             assert deployment.parameters == {"paths": [str(inbox.resolve())], "db": str(db.resolve()), "prune": False}
-            runs = client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[deployment.id]))
-            )
-            completed = [run.id for run in runs if run.state.is_completed()]
-            assert len(completed) >= 2
-            summaries = client.read_artifacts(
-                artifact_filter=ArtifactFilter(
-                    key=ArtifactFilterKey(any_=["ingest-summary"]), flow_run_id=ArtifactFilterFlowRunId(any_=completed)
+
+            def reported_failure() -> bool:
+                # A run's rows commit before Prefect records its final state, so ask until it has.
+                runs = client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[deployment.id]))
                 )
-            )
-        rows = [row for artifact in summaries for row in _table(artifact)]
-        # The empty file makes a run that still completes, with the failure in its summary.
-        assert any(row["measure"] == "failure" and "empty.txt" in row["value"] for row in rows)
+                completed = [run.id for run in runs if run.state.is_completed()]
+                summaries = client.read_artifacts(
+                    artifact_filter=ArtifactFilter(
+                        key=ArtifactFilterKey(any_=["ingest-summary"]), flow_run_id=ArtifactFilterFlowRunId(any_=completed)
+                    )
+                ) if completed else []
+                rows = [row for artifact in summaries for row in _table(artifact)]
+                # The empty file makes a run that still completes, with the failure in its summary.
+                return len(completed) >= 2 and any(
+                    row["measure"] == "failure" and "empty.txt" in str(row["value"]) for row in rows
+                )
+
+            wait_for(reported_failure, 120, "a completed run whose summary lists the empty file")
 
         served.send_signal(signal.SIGINT)
         assert served.wait(timeout=120) == 0

@@ -84,7 +84,7 @@ def test_sql_from_file_and_errors(search_db, tmp_path):
 
 def test_max_rows_limits_the_table_not_json(search_db):
     out = run("sql", "SELECT range AS i FROM range(500)", "--max-rows", "10", "--db", search_db).output
-    assert "10 rows shown, 490 more not shown" in out
+    assert "10 rows shown; truncated at --max-rows 10" in out
     assert len(run("sql", "SELECT range AS i FROM range(500)", "--json", "--db", search_db).output.splitlines()) == 500
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import json
+import logging
 import os
 import re
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -22,7 +24,15 @@ from pathlib import Path
 
 import duckdb
 
+from newsindex import faults
+
 _LOCK_MESSAGE = "Could not set lock on file"
+# How long a writer waits for readers to let go of the file; $NEWSINDEX_LOCK_WAIT overrides it.
+DEFAULT_LOCK_WAIT = 60.0
+# A reader only waits out an ingest's commit, which is brief.
+READ_WAIT = 10.0
+
+log = logging.getLogger("newsindex.warehouse")
 _MIGRATION_NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 
 
@@ -50,15 +60,32 @@ def migrations() -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
-def connect(db: str | Path, *, read_only: bool = False, wait: float = 30.0) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse, retrying with backoff while another process holds the file."""
+def lock_wait() -> float:
+    """Seconds a writer waits for another process to let go of the file ($NEWSINDEX_LOCK_WAIT)."""
+    raw = os.environ.get("NEWSINDEX_LOCK_WAIT", "").strip()
+    try:
+        seconds = float(raw) if raw else DEFAULT_LOCK_WAIT
+    except ValueError:
+        seconds = -1.0
+    if seconds < 0:
+        raise WarehouseError(f"NEWSINDEX_LOCK_WAIT must be a number of seconds, got {raw!r}")
+    return seconds
+
+
+def connect(db: str | Path, *, read_only: bool = False, wait: float | None = None) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse, retrying with backoff while another process holds the file, for `wait`
+    seconds (default: READ_WAIT to read, lock_wait() to write); then WarehouseLocked naming the
+    holder's pid."""
     db = Path(db)
+    if wait is None:
+        wait = READ_WAIT if read_only else lock_wait()
     if read_only and not db.exists():
         raise WarehouseError(f"{db}: no warehouse here yet; run `newsindex ingest` first")
     if not read_only:
         db.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + wait
     delay = 0.05
+    waiting = False
     while True:
         try:
             con = duckdb.connect(str(db), read_only=read_only)
@@ -69,16 +96,30 @@ def connect(db: str | Path, *, read_only: bool = False, wait: float = 30.0) -> d
         except duckdb.IOException as err:
             if _LOCK_MESSAGE not in str(err):
                 raise WarehouseError(f"{db}: {err}") from None
+            who = _holder(str(err))
             if time.monotonic() >= deadline:
-                holder = re.search(r"PID (\d+)", str(err))
-                who = f" by process {holder[1]}" if holder else ""
-                raise WarehouseLocked(f"{db}: held{who} for more than {wait:.0f}s; close that session and retry") from None
+                raise WarehouseLocked(f"{db}: held{who} for more than {wait:g}s; close that session and retry") from None
+            if not waiting and wait >= 1:
+                # A writer waiting is news to whoever runs it; a reader waits out a commit quietly.
+                log.log(logging.INFO if read_only else logging.WARNING, "%s is held%s; waiting up to %gs for it to let go", db, who, wait)
+                waiting = True
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 2, 1.0)
+            # Capped low: a reader holds the file for one query, and a writer that sleeps through
+            # the gaps between queries would starve behind a busy reader.
+            delay = min(delay * 2, 0.25)
+
+
+def _holder(message: str) -> str:
+    """' by process 123 (python3.11)' from DuckDB's lock error, as far as it tells."""
+    found = re.search(r"held in (.*?) \(PID (\d+)\)", message) or re.search(r"()PID (\d+)", message)
+    if not found:
+        return ""
+    program = f" ({Path(found[1]).name})" if found[1] else ""
+    return f" by process {found[2]}{program}"
 
 
 @contextmanager
-def opened(db: str | Path, *, read_only: bool = False, wait: float = 30.0) -> Iterator[duckdb.DuckDBPyConnection]:
+def opened(db: str | Path, *, read_only: bool = False, wait: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
     """A migrated connection (read-write) or a checked one (read-only), closed afterwards."""
     con = connect(db, read_only=read_only, wait=wait)
     try:
@@ -176,16 +217,24 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     pending = pending_migrations(con)
     if not pending:
         return []
-    with transaction(con):
-        con.execute(
-            "CREATE TABLE IF NOT EXISTS _migrations ("
-            " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
-        )
-        for migration in pending:
-            con.execute(migration.sql)
+    current = None
+    try:
+        with transaction(con):
             con.execute(
-                "INSERT INTO _migrations VALUES (?, ?, current_timestamp)", [migration.version, migration.name]
+                "CREATE TABLE IF NOT EXISTS _migrations ("
+                " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
             )
+            for migration in pending:
+                current = migration
+                con.execute(migration.sql)
+                con.execute(
+                    "INSERT INTO _migrations VALUES (?, ?, current_timestamp)", [migration.version, migration.name]
+                )
+    except duckdb.Error as err:
+        path = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0]
+        step = f"migration {current.version:03d}_{current.name}" if current else "migrating"
+        first_line = str(err).strip().splitlines()[0]
+        raise WarehouseError(f"{path}: {step} failed ({first_line}); the warehouse was left unchanged") from None
     return [f"{m.version:03d}_{m.name}" for m in pending]
 
 
@@ -403,6 +452,8 @@ def write_documents(con: duckdb.DuckDBPyConnection, docs: Sequence[DocumentRow],
         con.execute("INSERT INTO chunks BY NAME SELECT * FROM chunks_arrow")
         con.unregister("chunks_arrow")
         result.chunks = len(matrix)
+        faults.point("write")
+    faults.point("commit")
     return result
 
 
@@ -438,13 +489,40 @@ def prune(con: duckdb.DuckDBPyConnection, roots: Iterable[str], keep: dict[str, 
 
 
 def start_run(con: duckdb.DuckDBPyConnection, paths: Sequence[str], flow_run_id: str | None, model: str) -> str:
+    mark_crashed_runs(con)
     run_id = uuid.uuid4().hex[:12]
     con.execute(
-        "INSERT INTO ingest_runs (run_id, flow_run_id, status, paths, started_at, model)"
-        " VALUES (?, ?, 'running', ?, current_timestamp, ?)",
-        [run_id, flow_run_id, list(paths), model],
+        "INSERT INTO ingest_runs (run_id, flow_run_id, status, paths, started_at, model, pid, host)"
+        " VALUES (?, ?, 'running', ?, current_timestamp, ?, ?, ?)",
+        [run_id, flow_run_id, list(paths), model, os.getpid(), socket.gethostname()],
     )
     return run_id
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def mark_crashed_runs(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Runs still 'running' whose process on this host is gone (killed, power cut) become 'crashed':
+    a run that never finished must not look as if it were still going. Runs of other hosts, and of
+    live processes (an overlapping ingest), are left alone."""
+    here = socket.gethostname()
+    dead = [
+        run_id
+        for run_id, pid, host in con.execute("SELECT run_id, pid, host FROM ingest_runs WHERE status = 'running'").fetchall()
+        if pid is None or (host == here and not _alive(pid))
+    ]
+    if dead:
+        con.execute("UPDATE ingest_runs SET status = 'crashed' WHERE run_id IN (SELECT unnest(?))", [dead])
+        log.warning("marked %d unfinished ingest run(s) as crashed: %s", len(dead), ", ".join(dead))
+    return dead
 
 
 RUN_COUNTERS = (

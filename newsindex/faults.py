@@ -1,0 +1,25 @@
+"""Crash points for tests: `point(name)` kills this process with SIGKILL when $NEWSINDEX_FAULT names it.
+
+`NEWSINDEX_FAULT=write` dies at the first hit of the point `write`, `write:3` at the third. The
+crash tests use these to stop a real ingest at exact places (mid-parse, between embedding batches,
+inside the write transaction, right after commit). Unset, a point costs one dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+_hits: dict[str, int] = {}
+
+
+def point(name: str) -> None:
+    wanted = os.environ.get("NEWSINDEX_FAULT")
+    if not wanted:
+        return
+    target, _, nth = wanted.partition(":")
+    if target != name:
+        return
+    _hits[name] = _hits.get(name, 0) + 1
+    if _hits[name] == int(nth or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
