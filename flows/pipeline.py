@@ -118,7 +118,7 @@ def run(
     """Chunk, embed and store the documents `items` names. `on_batch(outcome so far, characters
     stored by the batch)` is called from this thread after each batch is committed."""
     outcome = Outcome()
-    stop = threading.Event()
+    stop = threading.Event()  # set only by this thread, when it stops taking batches
     parsed: queue.Queue = queue.Queue(maxsize=1)
     to_write: queue.Queue = queue.Queue(maxsize=1)
     written: queue.Queue = queue.Queue()
@@ -148,9 +148,8 @@ def run(
                 with store.opened(db) as con:
                     result = store.write_documents(con, batch.rows, vectors, fingerprint)
                 written.put((result, batch.chars, time.perf_counter() - started))
-            except BaseException as err:
+            except BaseException as err:  # the encoding thread sees it after its next batch and stops
                 write_error.append(err)
-                stop.set()
 
     reader = threading.Thread(target=read, name="ingest-read", daemon=True)
     writer = threading.Thread(target=write, name="ingest-write", daemon=True)
