@@ -1,8 +1,9 @@
 """The ingest flow: discover article files, plan what changed, then embed and write in batches.
 
-Tasks pass paths and small plain data. Text is re-read from the files inside the batch task and
-vectors never leave it, so Prefect never hashes, stores or serialises large values, and memory
-stays bounded by one batch however large the corpus is.
+Tasks pass paths and small plain data. Text is re-read from the files inside the embedding task
+and vectors never leave it, so Prefect never hashes, stores or serialises large values, and memory
+stays bounded by a few batches however large the corpus is. Each embedding task runs the
+three-stage pipeline of flows/pipeline.py over a part of a few million characters.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from newsindex import config, faults
-from newsindex.articles import Article, ArticleError, discover_files, display_path, read_articles
-from newsindex.chunking import chunk_text, load_tokenizer
+from newsindex.articles import ArticleError, discover_files, display_path, read_guarded
 from newsindex.config import ChunkSettings
-from newsindex.embedding import model_info, shared_embedder
+from newsindex.embedding import choose_precision, model_info, shared_embedder
+from newsindex.flows import pipeline
 from newsindex.warehouse import store
 
 # Set by the CLI to drive its progress bar: called with (chunks done, chunks planned).
@@ -30,12 +31,17 @@ on_progress: Callable[[int, int], None] | None = None
 # Set by the CLI to say on the terminal that this run waits for another ingestion.
 on_wait: Callable[[str], None] | None = None
 
-# About 100k characters (~25k tokens) per batch: a few seconds of encoding, long enough that
+# About 100k characters (~25k tokens) per batch: a second or two of encoding, long enough that
 # sorting by length pays off and short enough that progress moves and the write lock stays brief.
 DEFAULT_BATCH_CHARS = 100_000
 # How long a run waits for another ingestion of the same warehouse: longer than a typical
 # scheduled run, shorter than a stuck one.
 DEFAULT_WAIT = 600.0
+# About 4M characters (~1M tokens, most of a minute) per task run: each task run costs tens of ms
+# with a server and the pipeline fills and drains once per run, while the UI still sees progress.
+DEFAULT_PART_CHARS = 4_000_000
+# Sequences per forward pass: bf16 kernels want wide matrices; chunks are ~128 tokens.
+ENCODE_BATCH_SIZE = 128
 
 
 @dataclass
@@ -68,18 +74,6 @@ def discover(paths: list[str]) -> tuple[list[str], list[Failure], list[str]]:
     return found.files, [Failure(e.path, e.line, e.message) for e in found.errors], found.warnings
 
 
-def _articles(path: str, wanted: set[str] | None = None):
-    try:
-        for item in read_articles(path):
-            if isinstance(item, Article) and wanted is not None and item.doc_id not in wanted:
-                continue
-            yield item
-    except Exception as err:  # noqa: BLE001
-        # An input the reader did not foresee must cost that file, not the whole run.
-        detail = (str(err).splitlines() or [""])[0]
-        yield ArticleError(path, f"could not be read: {type(err).__name__}: {detail}")
-
-
 class _Found(NamedTuple):
     """What the plan keeps of a parsed article: no text, so memory does not grow with the corpus."""
 
@@ -104,7 +98,7 @@ def plan(files: list[str], db: str, chunk_key: str) -> Plan:
         faults.point("parse")
         ids: list[str] = []
         clean = True
-        for item in _articles(path):
+        for item in read_guarded(path):
             if isinstance(item, ArticleError):
                 result.failures.append(Failure(item.path, item.line, item.message))
                 clean = False
@@ -156,23 +150,18 @@ def plan(files: list[str], db: str, chunk_key: str) -> Plan:
     return result
 
 
-def batches(work: list[tuple[str, list[str], int]], batch_chars: int) -> list[list[tuple[str, list[str]]]]:
-    """Group (file, doc ids) into batches of about `batch_chars` characters; big files are split."""
+def parts(work: list[tuple[str, list[str], int]], part_chars: int) -> list[list[tuple[str, list[str]]]]:
+    """Group (file, doc ids) into task-sized parts of about `part_chars` characters. Files are not
+    split, so each is read once per run; a file bigger than a part is a part of its own."""
     out: list[list[tuple[str, list[str]]]] = []
     current: list[tuple[str, list[str]]] = []
     size = 0
     for path, ids, chars in work:
-        per_doc = max(1, chars // max(1, len(ids)))
-        start = 0
-        while start < len(ids):
-            room = max(1, (batch_chars - size) // per_doc)
-            part = ids[start : start + room]
-            current.append((path, part))
-            size += per_doc * len(part)
-            start += len(part)
-            if size >= batch_chars:
-                out.append(current)
-                current, size = [], 0
+        if current and size + chars > part_chars:
+            out.append(current)
+            current, size = [], 0
+        current.append((path, ids))
+        size += chars
     if current:
         out.append(current)
     return out
@@ -180,67 +169,45 @@ def batches(work: list[tuple[str, list[str], int]], batch_chars: int) -> list[li
 
 @task(cache_policy=NO_CACHE, persist_result=False)
 def embed_and_write(
-    items: list[tuple[str, list[str]]], db: str, settings: dict, model_dir: str, model_name: str
+    items: list[tuple[str, list[str]]],
+    db: str,
+    settings: dict,
+    model_dir: str,
+    model_name: str,
+    precision: str,
+    batch_chars: int,
+    progress_from: int = 0,
+    progress_total: int = 0,
 ) -> dict:
-    """Re-read, chunk and embed these documents, then store them in one short transaction."""
+    """Re-read, chunk, embed and store these documents, one transaction per batch, reading the next
+    batch and writing the previous one while the model encodes (see flows/pipeline.py)."""
+    logger = get_run_logger()
     chunk_settings = ChunkSettings(**settings)
     info = model_info(model_dir, model_name)
-    tokenizer = load_tokenizer(model_dir)
     chunk_key = f"{chunk_settings.key()}|{info.fingerprint}"
-    started = time.perf_counter()
-    rows: list[store.DocumentRow] = []
-    failures: list[Failure] = []
-    for path, ids in items:
-        wanted = set(ids)
-        file_error = False
-        for article in _articles(path, wanted):
-            if isinstance(article, ArticleError):
-                # Bad lines were reported by the plan; a whole-file error means the file changed since.
-                if article.line is None:
-                    failures.append(Failure(article.path, None, article.message))
-                    file_error = True
-                continue
-            wanted.discard(article.doc_id)
-            chunks = chunk_text(article.text, tokenizer, chunk_settings)
-            rows.append(
-                store.DocumentRow(
-                    doc_id=article.doc_id,
-                    source_path=article.source_path,
-                    format=article.format,
-                    line=article.line,
-                    title=article.title,
-                    lead=article.lead,
-                    published=article.published,
-                    url=article.url,
-                    text=article.text,
-                    content_hash=article.content_hash,
-                    chunk_key=chunk_key,
-                    chunk_texts=[c.text for c in chunks],
-                    chunk_spans=[(c.start, c.end) for c in chunks],
-                    chunk_tokens=[c.token_count for c in chunks],
-                )
-            )
-        if wanted and not file_error:
-            failures.append(Failure(path, None, f"changed during the run: {len(wanted)} document(s) vanished; run again"))
-    texts = [t for row in rows for t in row.chunk_texts]
-    embedder = shared_embedder(model_dir, model_name)  # loaded once per process, not timed as encoding
-    parsed = time.perf_counter()
-    vectors = embedder.encode(texts)
-    faults.point("embed")
-    embedded = time.perf_counter()
-    with store.opened(db) as con:
-        written = store.write_documents(con, rows, vectors, info.fingerprint)
-    finished = time.perf_counter()
+    embedder = shared_embedder(model_dir, model_name, precision)  # loaded once per process
+    done = progress_from
+
+    def batch_stored(outcome: pipeline.Outcome, chars: int) -> None:
+        nonlocal done
+        done += chars
+        logger.info("batch %d stored: %d chunks, %d tokens so far (%.0f tokens/s encoding)",
+                    outcome.batches, outcome.chunks_embedded, outcome.tokens_embedded,
+                    outcome.tokens_embedded / max(outcome.embed_seconds, 1e-9))
+        if on_progress:
+            on_progress(done, progress_total)
+
+    outcome = pipeline.run(items, db, chunk_settings, embedder, chunk_key, batch_chars, ENCODE_BATCH_SIZE, batch_stored)
     return {
-        "added": written.added,
-        "updated": written.updated,
-        "unchanged": written.unchanged,
-        "chunks_embedded": len(texts),
-        "tokens_embedded": sum(n for row in rows for n in row.chunk_tokens),
-        "parse_seconds": parsed - started,
-        "embed_seconds": embedded - parsed,
-        "write_seconds": finished - embedded,
-        "failures": [asdict(f) for f in failures],
+        "added": outcome.added,
+        "updated": outcome.updated,
+        "unchanged": outcome.unchanged,
+        "chunks_embedded": outcome.chunks_embedded,
+        "tokens_embedded": outcome.tokens_embedded,
+        "parse_seconds": outcome.parse_seconds,
+        "embed_seconds": outcome.embed_seconds,
+        "write_seconds": outcome.write_seconds,
+        "failures": [asdict(Failure(*f)) for f in outcome.failures],
     }
 
 
@@ -271,6 +238,7 @@ def ingest(
     max_tokens: int = ChunkSettings.max_tokens,
     overlap_sentences: int = ChunkSettings.overlap_sentences,
     batch_chars: int = DEFAULT_BATCH_CHARS,
+    part_chars: int = DEFAULT_PART_CHARS,
     wait: float = DEFAULT_WAIT,
 ) -> dict:
     """Ingest article files into the warehouse; returns the run summary.
@@ -288,14 +256,19 @@ def ingest(
             on_wait(message)
 
     with store.ingest_lock(db_file, wait, on_wait=waiting):
-        return _ingest(paths, db_file, prune, max_tokens, overlap_sentences, batch_chars)
+        return _ingest(paths, db_file, prune, max_tokens, overlap_sentences, batch_chars, part_chars)
 
 
-def _ingest(paths: list[str], db_file: str, prune: bool, max_tokens: int, overlap_sentences: int, batch_chars: int) -> dict:
+def _ingest(
+    paths: list[str], db_file: str, prune: bool, max_tokens: int, overlap_sentences: int, batch_chars: int, part_chars: int
+) -> dict:
     logger = get_run_logger()
     started = time.perf_counter()
     settings = ChunkSettings(max_tokens, overlap_sentences)
     info = model_info(str(config.model_path()), config.model_name())
+    # Not part of the chunk key: bf16 and fp32 vectors agree to cosine 0.999, so a change of
+    # precision (another machine, NEWSINDEX_PRECISION) re-embeds nothing.
+    precision = choose_precision()
     chunk_key = f"{settings.key()}|{info.fingerprint}"
     with store.opened(db_file) as con:
         with store.transaction(con):
@@ -313,23 +286,25 @@ def _ingest(paths: list[str], db_file: str, prune: bool, max_tokens: int, overla
         for warning in planned.warnings:
             logger.warning(warning)
         counts.update(seen=planned.seen, unchanged=planned.unchanged, parse_seconds=planned.seconds)
-        groups = batches(planned.work, batch_chars)
+        groups = parts(planned.work, part_chars)
         total_chars = sum(chars for _, _, chars in planned.work)
         done_chars = 0
-        logger.info("%d files, %d documents: %d unchanged, %d to embed in %d batches",
-                    len(files), planned.seen, planned.unchanged, sum(len(ids) for _, ids, _ in planned.work), len(groups))
+        logger.info("%d files, %d documents: %d unchanged, %d to embed in %d parts (%s)",
+                    len(files), planned.seen, planned.unchanged, sum(len(ids) for _, ids, _ in planned.work),
+                    len(groups), precision)
         if on_progress:
             on_progress(0, total_chars)
-        per_doc_chars = {(path, doc): chars / max(1, len(ids)) for path, ids, chars in planned.work for doc in ids}
+        chars_of = {path: chars for path, _, chars in planned.work}
         for group in groups:
-            result = embed_and_write(group, db_file, asdict(settings), info.path, info.name)
+            result = embed_and_write(group, db_file, asdict(settings), info.path, info.name, precision,
+                                     batch_chars, done_chars, total_chars)
             for key in ("added", "updated", "unchanged", "chunks_embedded", "tokens_embedded",
                         "parse_seconds", "embed_seconds", "write_seconds"):
                 counts[key] += result[key]
             failures.extend(Failure(**f) for f in result["failures"])
-            done_chars += sum(per_doc_chars[(path, doc)] for path, ids in group for doc in ids)
+            done_chars += sum(chars_of[path] for path, _ in group)
             if on_progress:
-                on_progress(int(done_chars), total_chars)
+                on_progress(done_chars, total_chars)
         if prune:
             removed = prune_missing(db_file, [p for p in paths if Path(p).is_dir()], planned.sources)
             counts["removed"] = len(removed)
@@ -346,6 +321,7 @@ def _ingest(paths: list[str], db_file: str, prune: bool, max_tokens: int, overla
         **{k: (round(v, 3) if isinstance(v, float) else int(v)) for k, v in counts.items()},
         "total_seconds": round(time.perf_counter() - started, 3),
         "model": info.name,
+        "precision": precision,
         "search_index_rebuilt": rebuilt,
         "failures": [str(f) for f in failures],
         "warnings": planned.warnings,

@@ -503,3 +503,12 @@ def _warn_folder(folder: Path, warnings: list[str]) -> None:
 
 
 _FOLDER_LIKE_ARTICLE = "is a folder named like an article file; reading the files in it"
+
+
+def read_guarded(path: str | os.PathLike) -> Iterator[Article | ArticleError]:
+    """read_articles, except that an error nobody foresaw costs that file, not the whole run."""
+    try:
+        yield from read_articles(path)
+    except Exception as err:  # noqa: BLE001
+        detail = (str(err).splitlines() or [""])[0]
+        yield ArticleError(str(path), f"could not be read: {type(err).__name__}: {detail}")

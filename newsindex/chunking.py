@@ -56,7 +56,9 @@ class Tokenizer:
         return self._tok.encode_batch(texts, add_special_tokens=False)
 
     def count(self, texts: list[str]) -> list[int]:
-        return [len(e.ids) for e in self.encode(texts)]
+        # The fast variant skips character offsets, which counting does not need.
+        encode = getattr(self._tok, "encode_batch_fast", self._tok.encode_batch)
+        return [len(e.ids) for e in encode(texts, add_special_tokens=False)]
 
     def count_with_special(self, text: str) -> int:
         return len(self._tok.encode(text, add_special_tokens=True).ids)
@@ -127,6 +129,33 @@ def chunk_text(text: str, tokenizer: Tokenizer, settings: ChunkSettings = ChunkS
     if budget < 1:
         raise ValueError(f"chunk budget must be at least 1 token, got {settings.max_tokens}")
     units = _units(text, split_sentences(text), tokenizer, budget)
+    spans = _pack(units, settings.overlap_sentences, budget)
+    # Token counts of sentences add up for WordPiece, but check the joined texts to be sure: all in
+    # one tokenizer call (a call per chunk doubled the cost of chunking), and chunk by chunk only if
+    # some joined text is over the budget after all.
+    counts = tokenizer.count([text[start:end] for start, end, _ in spans])
+    if max(counts, default=0) > budget:
+        return _chunk_exact(text, units, tokenizer, settings.overlap_sentences, budget)
+    return [Chunk(n, start, end, text[start:end], count) for n, ((start, end, _), count) in enumerate(zip(spans, counts))]
+
+
+def _pack(units: list[tuple[int, int, int]], overlap: int, budget: int) -> list[tuple[int, int, int]]:
+    """(start, end, summed unit tokens) of each chunk, packing whole units greedily."""
+    spans: list[tuple[int, int, int]] = []
+    i = 0
+    while i < len(units):
+        j, tokens = i, 0
+        while j < len(units) and (j == i or tokens + units[j][2] <= budget):
+            tokens += units[j][2]
+            j += 1
+        spans.append((units[i][0], units[j - 1][1], tokens))
+        if j >= len(units):
+            break
+        i = _next_start(units, i, j, overlap, budget)
+    return spans
+
+
+def _chunk_exact(text: str, units: list[tuple[int, int, int]], tokenizer: Tokenizer, overlap: int, budget: int) -> list[Chunk]:
     chunks: list[Chunk] = []
     i = 0
     while i < len(units):
@@ -136,7 +165,6 @@ def chunk_text(text: str, tokenizer: Tokenizer, settings: ChunkSettings = ChunkS
             j += 1
         start, end = units[i][0], units[j - 1][1]
         chunk_tokens = tokenizer.count([text[start:end]])[0]
-        # Token counts of sentences add up for WordPiece, but check the joined text to be sure.
         while chunk_tokens > budget and j - 1 > i:
             j -= 1
             end = units[j - 1][1]
@@ -144,7 +172,7 @@ def chunk_text(text: str, tokenizer: Tokenizer, settings: ChunkSettings = ChunkS
         chunks.append(Chunk(len(chunks), start, end, text[start:end], chunk_tokens))
         if j >= len(units):
             break
-        i = _next_start(units, i, j, settings.overlap_sentences, budget)
+        i = _next_start(units, i, j, overlap, budget)
     return chunks
 
 

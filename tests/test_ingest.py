@@ -26,6 +26,9 @@ def test_seeds_end_to_end(ingest, db):
     assert summary["status"] == "completed"
     assert (summary["seen"], summary["added"], summary["failed"]) == (1, 1, 0)
     assert summary["chunks_embedded"] >= 4
+    from newsindex.embedding import choose_precision
+
+    assert summary["precision"] == choose_precision()
 
     doc_id = path_doc_id(SEED_FILE)
     (title, published, lead, text, source) = rows(db, "SELECT title, published, lead, text, source_path FROM documents")[0]
@@ -180,13 +183,50 @@ def test_missing_path_and_duplicate_ids(ingest, db, tmp_path):
     ])
 
 
-def test_many_batches_store_everything(ingest, db, tmp_path):
+def test_many_batches_and_parts_store_everything(ingest, db, tmp_path):
+    from newsindex.flows import ingest as ingest_flow
+
     for i in range(12):
         write(tmp_path / f"a{i:02}.txt", f"date 2024-01-{i + 1:02} Article number {i} about topic {i}.\n\n" + "More words here. " * 30)
-    summary = ingest(tmp_path, batch_chars=1500)
+    progress: list[tuple[int, int]] = []
+    ingest_flow.on_progress = lambda done, total: progress.append((done, total))
+    try:
+        summary = ingest(tmp_path, batch_chars=1500, part_chars=2500)
+    finally:
+        ingest_flow.on_progress = None
     assert summary["added"] == 12
     assert rows(db, "SELECT count(DISTINCT doc_id), count(*) FROM chunks") == [(12, summary["chunks_embedded"])]
     assert rows(db, "SELECT count(*) FROM (SELECT chunk_id FROM chunks GROUP BY chunk_id HAVING count(*) > 1)") == [(0,)]
+    total = progress[0][1]
+    assert progress[0] == (0, total) and progress[-1] == (total, total) and total > 0
+    assert len(progress) >= 8  # 3 parts of 2 batches: reported per batch, not only per part
+    assert [done for done, _ in progress] == sorted(done for done, _ in progress)
+
+
+def test_parts_keep_files_whole():
+    from newsindex.flows.ingest import parts
+
+    work = [("a", ["a1", "a2"], 300), ("b", ["b1"], 900), ("c", ["c1"], 100), ("d", ["d1"], 2000)]
+    assert parts(work, 1000) == [[("a", ["a1", "a2"])], [("b", ["b1"]), ("c", ["c1"])], [("d", ["d1"])]]
+    assert parts([], 1000) == []
+
+
+def test_pipeline_write_failure_stops_it_and_is_raised(tmp_path):
+    """A writer that cannot write ends the run with its error instead of hanging the other stages."""
+    from newsindex.config import ChunkSettings
+    from newsindex.embedding import model_info, shared_embedder
+    from newsindex.flows import pipeline
+    from newsindex.warehouse import store
+
+    for i in range(6):
+        write(tmp_path / "news" / f"s{i}.txt", f"date 2024-01-0{i + 1} Story {i}.\n\n" + "Some sentence here. " * 40)
+    items = [(str(p), [path_doc_id(p)]) for p in sorted((tmp_path / "news").iterdir())]
+    not_a_db = tmp_path / "folder.duckdb"
+    not_a_db.mkdir()
+    info = model_info()
+    embedder = shared_embedder(info.path, info.name)
+    with pytest.raises(store.WarehouseError, match="folder.duckdb"):
+        pipeline.run(items, str(not_a_db), ChunkSettings(), embedder, "key", batch_chars=800)
 
 
 @pytest.mark.parametrize("max_tokens", [0])
