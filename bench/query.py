@@ -32,6 +32,7 @@ WORDS = (
 ).split()
 QUERY = "who warned about the attack on the concert hall"
 SINCE = dt.date(2025, 1, 1)
+TOPICS = 1000
 
 
 def build(db: Path, chunks: int, seed: int = 0) -> None:
@@ -54,11 +55,16 @@ def build(db: Path, chunks: int, seed: int = 0) -> None:
     dates = np.datetime64("2020-01-01") + rng.integers(0, 6 * 365, docs)
     now = dt.datetime.now()
     step = 20_000
+    # Articles about one of TOPICS subjects: a chunk is its topic's centre plus noise (cosine ~0.7 to
+    # the centre), so neighbours exist as in real embeddings and an approximate index has structure to use.
+    centres = rng.standard_normal((TOPICS, info.dim), dtype=np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    doc_topic = rng.integers(0, TOPICS, docs)
     for start in range(0, chunks, step):
         n = min(step, chunks - start)
-        vectors = rng.standard_normal((n, info.dim), dtype=np.float32)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         doc_index = (np.arange(start, start + n) // per_doc)
+        vectors = centres[doc_topic[doc_index]] + rng.standard_normal((n, info.dim), dtype=np.float32) / np.sqrt(info.dim)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         texts = [" ".join(rng.choice(WORDS, 40)) for _ in range(n)]
         chunk_table = pa.table({
             "chunk_id": [f"d{d}#{i % per_doc}" for d, i in zip(doc_index, range(start, start + n))],

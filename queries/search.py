@@ -17,7 +17,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import duckdb
+import numpy as np
 
+from newsindex import config
 from newsindex.queries import named
 from newsindex.queries.session import ModelMismatch, current_model_check, session
 from newsindex.warehouse import store
@@ -89,9 +91,11 @@ def search(
     filters: Filters | None = None,
     per_doc: bool = False,
     fusion: dict | None = None,
+    ann: bool = False,
 ) -> SearchResult:
     """Search the warehouse `db` (a path, or a connection from `session()` to run many queries on one
-    open file). `fusion` overrides hybrid_search's rrf_k and keyword_weight (for tuning with eval)."""
+    open file). `fusion` overrides hybrid_search's rrf_k and keyword_weight (for tuning with eval).
+    `ann` answers semantic queries from the approximate index (queries/ann.py) where it applies."""
     if mode not in MODES:
         raise named.QueryError(f"unknown search mode {mode!r}; choose one of {', '.join(MODES)}")
     if not query.strip():
@@ -100,8 +104,15 @@ def search(
         raise named.QueryError(f"-k must be at least 1, got {k}")
     started = time.perf_counter()
     result = SearchResult(query=query, mode=mode)
+    filters = filters or Filters()
+    if ann and (mode != "semantic" or per_doc or filters.source or filters.doc):
+        result.warnings.append("--ann applies to semantic search with at most date filters; answered by the exact scan")
+        ann = False
     statement = named.get(f"{mode}_search")
-    params = {"query": query, "k": k, "per_doc": per_doc, **(filters or Filters()).params()}
+    params = {"query": query, "k": k, "per_doc": per_doc, **filters.params()}
+    vector = embed_query(query) if mode != "keyword" else None
+    if vector is not None:
+        params["vector"] = vector_literal(vector)
     if mode == "hybrid":
         # Enough candidates on each side for k fused results, and for k documents with --per-doc.
         params["depth"] = max(100, 10 * k)
@@ -113,11 +124,13 @@ def search(
                 raise ModelMismatch(problem)
         if mode != "semantic" and not store.search_index_is_current(con):
             result.warnings.append("the keyword index is older than the stored chunks; run `newsindex ingest` to rebuild it")
-        cursor = con.execute(statement.sql, statement.bind(params))
-        columns = [d[0] for d in cursor.description]
-        rows = cursor.fetchall()
-    for rank, row in enumerate(rows, start=1):
-        values = dict(zip(columns, row))
+        if ann:
+            records = _ann_search(con, db, vector, k, filters)
+        else:
+            cursor = con.execute(statement.sql, statement.bind(params))
+            columns = [d[0] for d in cursor.description]
+            records = [dict(zip(columns, row)) for row in cursor.fetchall()]
+    for rank, values in enumerate(records, start=1):
         hit = Hit(rank=rank, **{k: v for k, v in values.items() if k in Hit.__dataclass_fields__})
         if mode == "semantic":
             hit.semantic_rank, hit.semantic_score = rank, hit.score
@@ -127,6 +140,42 @@ def search(
         result.hits.append(hit)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _ann_search(con: duckdb.DuckDBPyConnection, db, vector: np.ndarray, k: int, filters: Filters) -> list[dict]:
+    from newsindex.queries import ann
+
+    if isinstance(db, duckdb.DuckDBPyConnection):
+        db = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0]
+    index = ann.open_index(con, config.db_path(db))
+    found = ann.nearest_chunks(index, vector, k, filters.since, filters.until)
+    passages = {p["chunk_id"]: p for p in ann.fetch_passages(con, [chunk_id for chunk_id, _ in found])}
+    return [{**passages[chunk_id], "score": score} for chunk_id, score in found if chunk_id in passages]
+
+
+def embed_query(text: str) -> np.ndarray:
+    """The query's L2-normalised float32 vector, from the configured model (NumPy, no torch)."""
+    from newsindex.embedding import model_info
+    from newsindex.query_encoder import query_encoder
+
+    return query_encoder(model_info().path).encode([text])[0]
+
+
+def vector_literal(vector: np.ndarray) -> str:
+    """`[x, y, …]` for the search queries' `$vector` text parameter. repr() of each float32 (exact
+    as a double) is the shortest decimal that reads back as the same double, hence the same float32:
+    DuckDB's CAST gives the identical vector."""
+    return "[" + ", ".join(map(repr, vector.astype(float).tolist())) + "]"
+
+
+def fill_query_vector(con: duckdb.DuckDBPyConnection, statement: named.NamedQuery, params: dict) -> dict:
+    """Named queries that take `vector` get it from `query` when the caller did not give one."""
+    if "vector" not in {p.name for p in statement.params} or params.get("vector") is not None or not params.get("query"):
+        return params
+    problem = current_model_check(con)
+    if problem:
+        raise ModelMismatch(problem)
+    return {**params, "vector": vector_literal(embed_query(params["query"]))}
 
 
 def related(db: str | Path | None | duckdb.DuckDBPyConnection, doc_id: str, k: int = 10) -> list[dict]:
