@@ -14,6 +14,7 @@ import argparse
 import datetime as dt
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -144,10 +145,48 @@ def cold(db: Path, mode: str, filtered: bool, repeat: int = 5) -> float:
     return statistics.median(times) * 1000
 
 
+def approximate(db: Path, repeat: int = 50) -> str:
+    """`search --ann` on `db`: index build time, warm latency (index lookup alone, and whole search()),
+    and recall@10 against the exact scan for queries near stored passages, unfiltered and since SINCE."""
+    from newsindex.queries import ann
+    from newsindex.queries.search import Filters, search
+    from newsindex.queries.session import session
+
+    with session(db, keyword=False) as con:
+        started = time.perf_counter()
+        shutil.rmtree(ann.index_dir(db), ignore_errors=True)
+        index = ann.open_index(con, db)
+        built = time.perf_counter() - started
+        search(con, QUERY, mode="semantic", ann=True)
+        whole = []
+        for _ in range(15):
+            started = time.perf_counter()
+            search(con, QUERY, mode="semantic", ann=True)
+            whole.append(time.perf_counter() - started)
+    rng = np.random.default_rng(1)
+    vectors = np.asarray(index.vectors)
+    since_days = (SINCE - dt.date(1970, 1, 1)).days
+    lines = []
+    for filtered in (False, True):
+        allowed = index.published >= since_days if filtered else np.ones(len(vectors), bool)
+        lookups, recall = [], []
+        for _ in range(repeat):
+            picked = vectors[rng.integers(len(vectors))] + rng.standard_normal(vectors.shape[1]).astype(np.float32) / np.sqrt(vectors.shape[1])
+            query = (picked / np.linalg.norm(picked)).astype(np.float32)
+            started = time.perf_counter()
+            found = ann.nearest_chunks(index, query, 10, since=SINCE if filtered else None)
+            lookups.append(time.perf_counter() - started)
+            exact = set(index.chunk_ids[np.argsort(-np.where(allowed, vectors @ query, -np.inf))[:10]].tolist())
+            recall.append(len(exact & {c for c, _ in found}) / 10)
+        lines.append(f"{db.name:>22} {'since' if filtered else '-':>6} {built:8.1f} {statistics.median(lookups) * 1000:8.1f} {statistics.median(whole) * 1000:8.1f} {np.mean(recall):7.3f}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000])
     parser.add_argument("--no-seed", action="store_true")
+    parser.add_argument("--ann", type=int, nargs="*", default=[], help="Sizes to measure --ann on (index build, latency, recall)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     OUT.mkdir(parents=True, exist_ok=True)
@@ -168,6 +207,11 @@ def main() -> None:
     header = f"{'warehouse':>16} {'mode':>9} {'filter':>6} {'warm':>8} {'reopen':>8} {'cold':>8} {'cold/warm':>9}"
     print(header)
     print("-" * len(header))
+    if args.ann:
+        print(f"\n--ann: build s, index lookup ms, whole search() ms (with text fetch), recall@10 vs exact over 50 queries near stored passages")
+        for n in args.ann:
+            print(approximate(OUT / f"query-{n}.duckdb"), flush=True)
+        print()
     for name, db in targets:
         for mode in ("semantic", "keyword", "hybrid"):
             for filtered in (False, True):
