@@ -84,7 +84,7 @@ def vectors_for(con: duckdb.DuckDBPyConnection) -> WarmVectors | None:
 def load(con: duckdb.DuckDBPyConnection, state: tuple) -> WarmVectors:
     chunks = int(state[0])
     doc_ids = np.asarray([row[0] for row in _run(con, "filtered_documents", {}).fetchall()], dtype=str)
-    reader = _run(con, "search_vectors", {}).fetch_record_batch(65_536)
+    reader = _run(con, "search_vectors", {}).to_arrow_reader(65_536)
     dim = reader.schema.field("embedding").type.list_size
     matrix = np.empty((chunks, dim), dtype=np.float32)
     ids: list = []
