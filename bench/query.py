@@ -1,8 +1,8 @@
 """Search latency: warm (in-process) and cold (a new `newsindex search` process), per mode, with and
-without a date filter, on the seed and on generated warehouses of 10k and 100k chunks.
+without a date filter, on the seed and on generated warehouses; --ann latency and recall@10.
 
-    .venv/bin/python bench/query.py                 # seed, 10k, 100k
-    .venv/bin/python bench/query.py --sizes 1000000 # bigger
+    .venv/bin/python bench/query.py          # everything: seed, 10k, 100k, 200k, 1M; --ann at 200k, 1M
+    .venv/bin/python bench/query.py --sizes 10000 100000 --ann   # a quick subset
 
 Generated warehouses hold random unit vectors and random-word texts (the scan cost does not depend
 on what the vectors mean); they are kept in bench/out/ and reused. Not a test: it prints numbers.
@@ -14,6 +14,7 @@ import argparse
 import datetime as dt
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -32,6 +33,7 @@ WORDS = (
 ).split()
 QUERY = "who warned about the attack on the concert hall"
 SINCE = dt.date(2025, 1, 1)
+TOPICS = 1000
 
 
 def build(db: Path, chunks: int, seed: int = 0) -> None:
@@ -54,11 +56,16 @@ def build(db: Path, chunks: int, seed: int = 0) -> None:
     dates = np.datetime64("2020-01-01") + rng.integers(0, 6 * 365, docs)
     now = dt.datetime.now()
     step = 20_000
+    # Articles about one of TOPICS subjects: a chunk is its topic's centre plus noise (cosine ~0.7 to
+    # the centre), so neighbours exist as in real embeddings and an approximate index has structure to use.
+    centres = rng.standard_normal((TOPICS, info.dim), dtype=np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    doc_topic = rng.integers(0, TOPICS, docs)
     for start in range(0, chunks, step):
         n = min(step, chunks - start)
-        vectors = rng.standard_normal((n, info.dim), dtype=np.float32)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         doc_index = (np.arange(start, start + n) // per_doc)
+        vectors = centres[doc_topic[doc_index]] + rng.standard_normal((n, info.dim), dtype=np.float32) / np.sqrt(info.dim)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         texts = [" ".join(rng.choice(WORDS, 40)) for _ in range(n)]
         chunk_table = pa.table({
             "chunk_id": [f"d{d}#{i % per_doc}" for d, i in zip(doc_index, range(start, start + n))],
@@ -104,26 +111,27 @@ def seed_warehouse(db: Path) -> None:
     subprocess.run([str(NEWSINDEX), "ingest", str(ROOT / "seeds"), "--db", str(db), "--json"], check=True, capture_output=True)
 
 
-def warm(db: Path, mode: str, filtered: bool, repeat: int = 15) -> tuple[float, float]:
-    """(median ms per query in one open session, median ms when each query opens the file itself)."""
+def warm(con, db: Path, mode: str, filtered: bool, repeat: int = 15):
+    """Median ms per query: in the open session `con` from memory (semantic only: queries/warm.py,
+    else None) and in the session through SQL; with con None, when each query opens the file itself."""
     from newsindex.queries.search import Filters, search
-    from newsindex.queries.session import session
 
     filters = Filters(since=SINCE) if filtered else None
-    search(db, QUERY, k=10, mode=mode, filters=filters)  # load the encoder once
-    in_session, reopening = [], []
-    with session(db) as con:
-        search(con, QUERY, k=10, mode=mode, filters=filters)  # the file's pages into DuckDB's buffer
-        for _ in range(repeat):
+
+    def timed(target, in_memory: bool, times: int) -> float:
+        search(target, QUERY, k=10, mode=mode, filters=filters, in_memory=in_memory)  # pages / vectors in
+        spent = []
+        for _ in range(times):
             started = time.perf_counter()
-            hits = search(con, QUERY, k=10, mode=mode, filters=filters).hits
-            in_session.append(time.perf_counter() - started)
-    for _ in range(max(3, repeat // 3)):
-        started = time.perf_counter()
-        search(db, QUERY, k=10, mode=mode, filters=filters)
-        reopening.append(time.perf_counter() - started)
-    assert hits or filtered or mode == "keyword"
-    return statistics.median(in_session) * 1000, statistics.median(reopening) * 1000
+            hits = search(target, QUERY, k=10, mode=mode, filters=filters, in_memory=in_memory).hits
+            spent.append(time.perf_counter() - started)
+        assert hits or filtered or mode == "keyword"
+        return statistics.median(spent) * 1000
+
+    if con is None:  # no session open: DuckDB would share the open one's buffers with the reopen
+        return timed(db, False, max(3, repeat // 3))
+    in_memory = timed(con, True, repeat) if mode == "semantic" else None
+    return in_memory, timed(con, False, repeat if "1000000" not in db.name else 5)
 
 
 def cold(db: Path, mode: str, filtered: bool, repeat: int = 5) -> float:
@@ -138,10 +146,53 @@ def cold(db: Path, mode: str, filtered: bool, repeat: int = 5) -> float:
     return statistics.median(times) * 1000
 
 
+def approximate(db: Path, rebuild: bool, repeat: int = 50) -> str:
+    """`search --ann` on `db`: index open time (build + load with --rebuild-ann, else load from
+    disk), warm latency (index lookup alone, and whole search() with embedding and text fetch), and
+    recall@10 against the exact scan for queries near stored passages, unfiltered and since SINCE."""
+    from newsindex.queries import ann
+    from newsindex.queries.search import search
+    from newsindex.queries.session import session
+
+    with session(db, keyword=False) as con:
+        started = time.perf_counter()
+        if rebuild:
+            shutil.rmtree(ann.index_dir(db), ignore_errors=True)
+        ann._open.clear()
+        index = ann.open_index(con, db)
+        built = time.perf_counter() - started
+        search(con, QUERY, mode="semantic", ann=True)
+        whole = []
+        for _ in range(15):
+            started = time.perf_counter()
+            search(con, QUERY, mode="semantic", ann=True)
+            whole.append(time.perf_counter() - started)
+    rng = np.random.default_rng(1)
+    vectors = np.asarray(index.vectors)
+    since_days = (SINCE - dt.date(1970, 1, 1)).days
+    lines = []
+    for filtered in (False, True):
+        allowed = index.published >= since_days if filtered else np.ones(len(vectors), bool)
+        lookups, recall = [], []
+        for _ in range(repeat):
+            picked = vectors[rng.integers(len(vectors))] + rng.standard_normal(vectors.shape[1]).astype(np.float32) / np.sqrt(vectors.shape[1])
+            query = (picked / np.linalg.norm(picked)).astype(np.float32)
+            started = time.perf_counter()
+            found = ann.nearest_chunks(index, query, 10, since=SINCE if filtered else None)
+            lookups.append(time.perf_counter() - started)
+            exact = set(index.chunk_ids[np.argsort(-np.where(allowed, vectors @ query, -np.inf))[:10]].tolist())
+            recall.append(len(exact & {c for c, _ in found}) / 10)
+        lines.append(f"{db.name:>22} {'since' if filtered else '-':>6} {built:8.1f} {statistics.median(lookups) * 1000:8.1f} {statistics.median(whole) * 1000:8.1f} {np.mean(recall):7.3f}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000, 200_000, 1_000_000])
     parser.add_argument("--no-seed", action="store_true")
+    parser.add_argument("--ann", type=int, nargs="*", default=[200_000, 1_000_000], help="Sizes to measure --ann on (latency, recall)")
+    parser.add_argument("--rebuild-ann", action="store_true", help="Build the --ann indexes afresh and time it (minutes at 1M)")
+    parser.add_argument("--cold", type=int, nargs="*", default=[100_000], help="Sizes (besides the seed) to time cold CLI runs on")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     OUT.mkdir(parents=True, exist_ok=True)
@@ -157,17 +208,38 @@ def main() -> None:
     print(f"\n{dt.date.today()} · {platform.node()} · {os.cpu_count()} cores · {platform.processor() or platform.machine()}")
     print(f"query {QUERY!r}, top 10; filtered = published since {SINCE}; medians in ms")
     print(f"a new process that only imports sentence-transformers: {naive_import:,.0f} ms\n")
-    print("warm: in-process, one open session; reopen: in-process, each query opens and closes the file;")
-    print("cold: a new `newsindex search` process, as a user runs it\n")
-    header = f"{'warehouse':>16} {'mode':>9} {'filter':>6} {'warm':>8} {'reopen':>8} {'cold':>8} {'cold/warm':>9}"
+    if args.ann:
+        print(f"--ann: open s ({'build + load' if args.rebuild_ann else 'load from disk'}), index lookup ms, whole search() ms"
+              " (embedding + lookup + text fetch), recall@10 vs exact over 50 queries near stored passages")
+        for n in args.ann:
+            print(approximate(OUT / f"query-{n}.duckdb", args.rebuild_ann), flush=True)
+        print()
+    print("memory: warm exact semantic from vectors in memory (queries/warm.py); sql: the same session, through")
+    print("semantic_search.sql; reopen: each query opens and closes the file (SQL); cold: a new `newsindex search`")
+    print("process, as a user runs it; load s: first warm query, reading the vectors into memory\n")
+    header = f"{'warehouse':>16} {'mode':>9} {'filter':>6} {'memory':>8} {'sql':>8} {'reopen':>8} {'cold':>8}"
     print(header)
     print("-" * len(header))
+    from newsindex.queries import warm as warm_module
+    from newsindex.queries.search import search
+    from newsindex.queries.session import session
+
+    cases = [(mode, filtered) for mode in ("semantic", "keyword", "hybrid") for filtered in (False, True)]
     for name, db in targets:
-        for mode in ("semantic", "keyword", "hybrid"):
-            for filtered in (False, True):
-                w, r = warm(db, mode, filtered)
-                c = cold(db, mode, filtered)
-                print(f"{name:>16} {mode:>9} {'since' if filtered else '-':>6} {w:8.1f} {r:8.1f} {c:8.0f} {c / w:9.1f}", flush=True)
+        with session(db) as con:
+            started = time.perf_counter()
+            search(con, QUERY, mode="semantic")
+            load = time.perf_counter() - started
+            in_session = {case: warm(con, db, *case) for case in cases}
+        warm_module._cache.clear()  # free the matrix before the next warehouse
+        big = "1000000" in db.name  # no reopen at 1M: each one reads 1.5 GB of vectors into DuckDB again
+        for mode, filtered in cases:
+            m, w = in_session[mode, filtered]
+            r = warm(None, db, mode, filtered) if not big else None
+            c = cold(db, mode, filtered) if name == "seed" or int(name.split()[0].replace(",", "")) in args.cold else None
+            cells = [f"{v:8.1f}" if v is not None else f"{'':>8}" for v in (m, w, r)] + [f"{c:8.0f}" if c is not None else f"{'':>8}"]
+            print(f"{name:>16} {mode:>9} {'since' if filtered else '-':>6} {' '.join(cells)}", flush=True)
+        print(f"{name:>16} first warm query (reads the vectors into memory): {load:.1f} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -350,17 +350,18 @@ def _date(ctx, param, value):
 @click.option("--source", help="Glob on the source path, e.g. 'seeds/*.txt'.")
 @click.option("--doc", help="Only this document id.")
 @click.option("--per-doc", is_flag=True, help="One result per article: its best passage.")
+@click.option("--ann", is_flag=True, help="Semantic mode: approximate index (built beside the warehouse on first use) instead of the exact scan.")
 @db_option
 @with_output
 @domain_errors
-def search(query, k, mode, since, until, source, doc, per_doc, db, as_json, as_csv) -> None:
+def search(query, k, mode, since, until, source, doc, per_doc, ann, db, as_json, as_csv) -> None:
     """Find passages that answer QUERY: semantic, keyword (BM25) or hybrid (both, fused)."""
     from newsindex.queries.search import Filters, Hit, search as run_search
 
     _exit_on_ctrl_c()
 
     result = run_search(
-        config.db_path(db), query, k=k, mode=mode, per_doc=per_doc,
+        config.db_path(db), query, k=k, mode=mode, per_doc=per_doc, ann=ann,
         filters=Filters(since=since, until=until, source=source, doc=doc),
     )  # fmt: skip
     for warning in result.warnings:

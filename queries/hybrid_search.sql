@@ -10,17 +10,23 @@
 -- param: depth integer = 100  Candidates taken from each side before fusing
 -- param: rrf_k integer = 60  Fusion constant: score = sum over both sides of weight / (rrf_k + rank)
 -- param: keyword_weight float = 0.5  Weight of the keyword side (the semantic side has weight 1)
-WITH q AS MATERIALIZED (SELECT embed($query) AS v),
-filtered AS (
+-- param: vector text = null  The query's embedding as a list literal; `newsindex query` fills it in from query
+-- The vector is a bound text parameter cast to a constant FLOAT[384] (see semantic_search.sql).
+WITH filtered AS (
+    -- Two branches so that an unfiltered query skips the semi-join on documents entirely.
     SELECT c.chunk_id, c.doc_id, c.embedding
     FROM chunks c
-    WHERE c.doc_id IN (
+    WHERE $since IS NULL AND $until IS NULL AND $source IS NULL AND $doc IS NULL
+    UNION ALL
+    SELECT c.chunk_id, c.doc_id, c.embedding
+    FROM chunks c
+    WHERE NOT ($since IS NULL AND $until IS NULL AND $source IS NULL AND $doc IS NULL) AND c.doc_id IN (
         SELECT d.doc_id FROM documents d
         WHERE passage_filter(d.published, d.source_path, d.doc_id, $since, $until, $source, $doc)
     )
 ),
 semantic_scores AS (
-    SELECT chunk_id, doc_id, array_inner_product(embedding, (SELECT v FROM q)) AS score FROM filtered
+    SELECT chunk_id, doc_id, array_inner_product(embedding, CAST($vector AS FLOAT[384])) AS score FROM filtered
 ),
 keyword_scores AS (
     SELECT chunk_id, doc_id, score
@@ -68,4 +74,6 @@ SELECT
     f.score, f.semantic_rank, f.semantic_score, f.keyword_rank, f.keyword_score
 FROM (SELECT * FROM fused ORDER BY score DESC, semantic_score DESC NULLS LAST, chunk_id LIMIT $k) f
 JOIN passages p USING (chunk_id)
+-- A clear error, not NULL scores, when run without the vector (a CASE in the scan would copy it per row).
+WHERE $vector IS NOT NULL OR error('no vector given for the query ' || $query || '; newsindex fills it in')
 ORDER BY f.score DESC, f.semantic_score DESC NULLS LAST, p.chunk_id;

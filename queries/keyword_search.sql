@@ -11,9 +11,14 @@ WITH scored AS (
     -- Narrow rows (id and score) for every match; text is fetched for the k winners only.
     SELECT chunk_id, doc_id, score
     FROM (
+        -- Two branches so that an unfiltered query skips the semi-join on documents entirely.
         SELECT c.chunk_id, c.doc_id, fts_main_chunks.match_bm25(c.chunk_id, $query) AS score
         FROM chunks c
-        WHERE c.doc_id IN (
+        WHERE $since IS NULL AND $until IS NULL AND $source IS NULL AND $doc IS NULL
+        UNION ALL
+        SELECT c.chunk_id, c.doc_id, fts_main_chunks.match_bm25(c.chunk_id, $query) AS score
+        FROM chunks c
+        WHERE NOT ($since IS NULL AND $until IS NULL AND $source IS NULL AND $doc IS NULL) AND c.doc_id IN (
             SELECT d.doc_id FROM documents d
             WHERE passage_filter(d.published, d.source_path, d.doc_id, $since, $until, $source, $doc)
         )

@@ -48,6 +48,8 @@ def run_readonly(db: str | Path, text: str, emit: Emit) -> None:
 
 
 def run_named(db: str | Path, query: NamedQuery, params: dict, emit: Emit) -> None:
+    from newsindex.queries.search import fill_query_vector
+
     with session(db) as con:
-        cursor = con.execute(query.sql, params)
+        cursor = con.execute(query.sql, fill_query_vector(con, query, params))
         emit([d[0] for d in cursor.description], _batches(cursor))

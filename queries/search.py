@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import duckdb
+import numpy as np
 
+from newsindex import config
 from newsindex.queries import named
 from newsindex.queries.session import ModelMismatch, current_model_check, session
 from newsindex.warehouse import store
@@ -89,9 +92,15 @@ def search(
     filters: Filters | None = None,
     per_doc: bool = False,
     fusion: dict | None = None,
+    ann: bool = False,
+    in_memory: bool | None = None,
 ) -> SearchResult:
     """Search the warehouse `db` (a path, or a connection from `session()` to run many queries on one
-    open file). `fusion` overrides hybrid_search's rrf_k and keyword_weight (for tuning with eval)."""
+    open file). `fusion` overrides hybrid_search's rrf_k and keyword_weight (for tuning with eval).
+    `ann` answers semantic queries from the approximate index (queries/ann.py) where it applies.
+    `in_memory` answers exact semantic queries from vectors held in memory (queries/warm.py, same
+    results as the SQL); by default it does so in a session (`db` a connection), where the one-time
+    load pays off, and not for a one-shot search, which stays on SQL."""
     if mode not in MODES:
         raise named.QueryError(f"unknown search mode {mode!r}; choose one of {', '.join(MODES)}")
     if not query.strip():
@@ -100,24 +109,38 @@ def search(
         raise named.QueryError(f"-k must be at least 1, got {k}")
     started = time.perf_counter()
     result = SearchResult(query=query, mode=mode)
+    filters = filters or Filters()
+    if ann and (mode != "semantic" or per_doc or filters.source or filters.doc):
+        result.warnings.append("--ann applies to semantic search with at most date filters; answered by the exact scan")
+        ann = False
     statement = named.get(f"{mode}_search")
-    params = {"query": query, "k": k, "per_doc": per_doc, **(filters or Filters()).params()}
+    params = {"query": query, "k": k, "per_doc": per_doc, **filters.params()}
+    vector = embed_query(query) if mode != "keyword" else None
+    if vector is not None:
+        params["vector"] = vector_literal(vector)
     if mode == "hybrid":
         # Enough candidates on each side for k fused results, and for k documents with --per-doc.
         params["depth"] = max(100, 10 * k)
         params.update(fusion or {})
     with _connection(db, keyword=mode != "semantic") as con:
         if mode != "keyword":
-            problem = current_model_check(con)
+            problem = _model_problem(con, db)
             if problem:
                 raise ModelMismatch(problem)
         if mode != "semantic" and not store.search_index_is_current(con):
             result.warnings.append("the keyword index is older than the stored chunks; run `newsindex ingest` to rebuild it")
-        cursor = con.execute(statement.sql, statement.bind(params))
-        columns = [d[0] for d in cursor.description]
-        rows = cursor.fetchall()
-    for rank, row in enumerate(rows, start=1):
-        values = dict(zip(columns, row))
+        if in_memory is None:
+            in_memory = isinstance(db, duckdb.DuckDBPyConnection)
+        records = None
+        if ann:
+            records = _ann_search(con, db, vector, k, filters)
+        elif mode == "semantic" and in_memory:
+            records = _warm_search(con, vector, k, filters, per_doc)
+        if records is None:
+            cursor = con.execute(statement.sql, statement.bind(params))
+            columns = [d[0] for d in cursor.description]
+            records = [dict(zip(columns, row)) for row in cursor.fetchall()]
+    for rank, values in enumerate(records, start=1):
         hit = Hit(rank=rank, **{k: v for k, v in values.items() if k in Hit.__dataclass_fields__})
         if mode == "semantic":
             hit.semantic_rank, hit.semantic_score = rank, hit.score
@@ -127,6 +150,73 @@ def search(
         result.hits.append(hit)
     result.seconds = time.perf_counter() - started
     return result
+
+
+# A session's answer to the model check, kept per connection: its read-only connection keeps
+# writers out of the file while it is open, so the stored models cannot change (3-4 ms a query).
+_model_checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _model_problem(con: duckdb.DuckDBPyConnection, db) -> str | None:
+    if not isinstance(db, duckdb.DuckDBPyConnection):
+        return current_model_check(con)
+    if con not in _model_checked:
+        _model_checked[con] = current_model_check(con)
+    return _model_checked[con]
+
+
+def _warm_search(con: duckdb.DuckDBPyConnection, vector: np.ndarray, k: int, filters: Filters, per_doc: bool) -> list[dict] | None:
+    """semantic_search.sql's answer from the vectors in memory; None where there is no file to cache."""
+    from newsindex.queries import warm
+
+    vectors = warm.vectors_for(con)
+    if vectors is None:
+        return None
+    allowed = warm.allowed_rows(con, vectors, filters.since, filters.until, filters.source, filters.doc)
+    return _with_passages(con, warm.top_chunks(vectors, vector, k, allowed, per_doc))
+
+
+def _with_passages(con: duckdb.DuckDBPyConnection, found: list[tuple[str, float]]) -> list[dict]:
+    """The k winners' text and article metadata, in the winners' order, each with its score."""
+    statement = named.get("passages_by_id")
+    cursor = con.execute(statement.sql, statement.bind({"chunk_ids": [chunk_id for chunk_id, _ in found]}))
+    columns = [d[0] for d in cursor.description]
+    passages = {row[0]: dict(zip(columns, row)) for row in cursor.fetchall()}
+    return [{**passages[chunk_id], "score": score} for chunk_id, score in found if chunk_id in passages]
+
+
+def _ann_search(con: duckdb.DuckDBPyConnection, db, vector: np.ndarray, k: int, filters: Filters) -> list[dict]:
+    from newsindex.queries import ann
+
+    if isinstance(db, duckdb.DuckDBPyConnection):
+        db = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0]
+    index = ann.open_index(con, config.db_path(db))
+    return _with_passages(con, ann.nearest_chunks(index, vector, k, filters.since, filters.until))
+
+
+def embed_query(text: str) -> np.ndarray:
+    """The query's L2-normalised float32 vector, from the configured model (NumPy, no torch)."""
+    from newsindex.embedding import model_info
+    from newsindex.query_encoder import query_encoder
+
+    return query_encoder(model_info().path).encode([text])[0]
+
+
+def vector_literal(vector: np.ndarray) -> str:
+    """`[x, y, …]` for the search queries' `$vector` text parameter. repr() of each float32 (exact
+    as a double) is the shortest decimal that reads back as the same double, hence the same float32:
+    DuckDB's CAST gives the identical vector."""
+    return "[" + ", ".join(map(repr, vector.astype(float).tolist())) + "]"
+
+
+def fill_query_vector(con: duckdb.DuckDBPyConnection, statement: named.NamedQuery, params: dict) -> dict:
+    """Named queries that take `vector` get it from `query` when the caller did not give one."""
+    if "vector" not in {p.name for p in statement.params} or params.get("vector") is not None or not params.get("query"):
+        return params
+    problem = current_model_check(con)
+    if problem:
+        raise ModelMismatch(problem)
+    return {**params, "vector": vector_literal(embed_query(params["query"]))}
 
 
 def related(db: str | Path | None | duckdb.DuckDBPyConnection, doc_id: str, k: int = 10) -> list[dict]:
