@@ -109,7 +109,7 @@ def direct_ingest(paths: list[str], db: str) -> dict:
         with store.opened(db) as con:
             store.register_model(con, info.fingerprint, info.name, info.dim)
             run_id = store.start_run(con, paths, None, info.fingerprint)
-        files, _ = flow.discover.fn(paths)
+        files, _, _ = flow.discover.fn(paths)
         planned = flow.plan.fn(files, db, chunk_key)
         result = {}
         for group in flow.parts(planned.work, flow.DEFAULT_PART_CHARS):
