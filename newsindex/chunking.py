@@ -144,10 +144,7 @@ def _pack(units: list[tuple[int, int, int]], overlap: int, budget: int) -> list[
     spans: list[tuple[int, int, int]] = []
     i = 0
     while i < len(units):
-        j, tokens = i, 0
-        while j < len(units) and (j == i or tokens + units[j][2] <= budget):
-            tokens += units[j][2]
-            j += 1
+        j, tokens = _fill(units, i, budget)
         spans.append((units[i][0], units[j - 1][1], tokens))
         if j >= len(units):
             break
@@ -159,10 +156,7 @@ def _chunk_exact(text: str, units: list[tuple[int, int, int]], tokenizer: Tokeni
     chunks: list[Chunk] = []
     i = 0
     while i < len(units):
-        j, tokens = i, 0
-        while j < len(units) and (j == i or tokens + units[j][2] <= budget):
-            tokens += units[j][2]
-            j += 1
+        j, _ = _fill(units, i, budget)
         start, end = units[i][0], units[j - 1][1]
         chunk_tokens = tokenizer.count([text[start:end]])[0]
         while chunk_tokens > budget and j - 1 > i:
@@ -174,6 +168,16 @@ def _chunk_exact(text: str, units: list[tuple[int, int, int]], tokenizer: Tokeni
             break
         i = _next_start(units, i, j, overlap, budget)
     return chunks
+
+
+def _fill(units: list[tuple[int, int, int]], i: int, budget: int) -> tuple[int, int]:
+    """End (exclusive) and summed tokens of the chunk starting at unit i: whole units while they
+    fit, and always at least one."""
+    j, tokens = i, 0
+    while j < len(units) and (j == i or tokens + units[j][2] <= budget):
+        tokens += units[j][2]
+        j += 1
+    return j, tokens
 
 
 def _next_start(units: list[tuple[int, int, int]], i: int, j: int, overlap: int, budget: int) -> int:
