@@ -28,8 +28,6 @@ from newsindex.warehouse import store
 
 # Set by the CLI to drive its progress bar: called with (chunks done, chunks planned).
 on_progress: Callable[[int, int], None] | None = None
-# Set by the CLI to say on the terminal that this run waits for another ingestion.
-on_wait: Callable[[str], None] | None = None
 
 # About 100k characters (~25k tokens) per batch: a second or two of encoding, long enough that
 # sorting by length pays off and short enough that progress moves and the write lock stays brief.
@@ -246,17 +244,10 @@ def ingest(
 
     One ingestion writes a warehouse at a time: a run that finds another one going waits up to
     `wait` seconds for it (saying so), then fails without touching anything."""
-    logger = get_run_logger()
     config.offline_env()
     paths = [str(p) for p in (paths or [config.DEFAULT_SEEDS])]
     db_file = str(config.db_path(db))
-
-    def waiting(message: str) -> None:
-        logger.warning(message)
-        if on_wait:
-            on_wait(message)
-
-    with store.ingest_lock(db_file, wait, on_wait=waiting):
+    with store.ingest_lock(db_file, wait):
         return _ingest(paths, db_file, prune, max_tokens, overlap_sentences, batch_chars, part_chars)
 
 

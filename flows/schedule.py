@@ -91,6 +91,7 @@ def plan(paths: list[str], db: str | None, prune: bool, cron: str | None, every:
 def serve(chosen: Plan) -> None:
     """Register the deployment and run its schedule until interrupted (blocks)."""
     os.environ["PREFECT_API_URL"] = chosen.api_url
+    os.environ.setdefault(*config.PREFECT_EXTRA_LOGGERS)  # inherited by each run's process
     from prefect.deployments.runner import EntrypointType
 
     # Prefect 3.8's SIGTERM handler (systemd's stop) pauses the deployment correctly but warns

@@ -122,14 +122,12 @@ def ingest(
     db_file = str(config.db_path(db))
     with _progress(enabled=not as_json and sys.stderr.isatty()) as report:
         ingest_flow.on_progress = report
-        ingest_flow.on_wait = lambda message: click.echo(f"waiting: {message}", err=True)
         try:
             summary = ingest_flow.ingest(
                 paths=run_paths, db=db_file, prune=prune, max_tokens=max_tokens, overlap_sentences=overlap, wait=wait
             )
         finally:
             ingest_flow.on_progress = None
-            ingest_flow.on_wait = None
     if as_json:
         click.echo(json.dumps(summary, indent=2, default=str))
     else:
@@ -142,6 +140,7 @@ def _choose_prefect_api(verbose: bool) -> None:
     """Point Prefect at a live server before it is imported, or at none (a temporary one)."""
     from newsindex.flows import server
 
+    os.environ.setdefault(*config.PREFECT_EXTRA_LOGGERS)
     configured = os.environ.get("PREFECT_API_URL")
     chosen = server.api_url_for_run()
     if chosen:
@@ -224,12 +223,15 @@ def schedule(paths: Sequence[str], cron: str | None, every: str | None, prune: b
 
 
 def _show_warehouse_waits() -> None:
-    """Say on stderr when ingestion waits for another process to let go of the warehouse file."""
+    """Say on stderr when ingestion waits for the warehouse: another process holding the file, or
+    another ingestion running."""
     import logging
 
     logger = logging.getLogger("newsindex.warehouse")
-    if not logger.handlers:
+    # Prefect has attached its own handlers by now (PREFECT_LOGGING_EXTRA_LOGGERS); add ours once.
+    if not any(getattr(h, "newsindex_cli", False) for h in logger.handlers):
         handler = logging.StreamHandler(sys.stderr)
+        handler.newsindex_cli = True
         handler.setFormatter(logging.Formatter("newsindex: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)

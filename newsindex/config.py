@@ -54,6 +54,11 @@ class ChunkSettings:
         return f"sent-v1:{self.max_tokens}:{self.overlap_sentences}"
 
 
+# Waits for the warehouse are logged here; naming it to Prefect before it is imported puts them in
+# the flow run's log in the UI too.
+PREFECT_EXTRA_LOGGERS = ("PREFECT_LOGGING_EXTRA_LOGGERS", "newsindex.warehouse")
+
+
 def offline_env() -> None:
     """No hub calls and no analytics: this machine (and many users') has no internet."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -63,7 +63,7 @@ def test_an_overlapping_run_waits_says_so_and_then_finishes(prefect_server, tmp_
     stderr_file = tmp_path / "stderr.txt"
     with stderr_file.open("w") as err, store.ingest_lock(db):
         waiting = run_ingest(CORPUS, db, stderr=err)
-        wait_for(lambda: f"waiting: {db}: waiting for ingest run (pid {os.getpid()}" in stderr_file.read_text(),
+        wait_for(lambda: f"newsindex: {db}: waiting for ingest run (pid {os.getpid()}" in stderr_file.read_text(),
                  240, "the second run to report that it waits")  # fmt: skip
         assert waiting.poll() is None, "it must wait while the lock is held, not fail"
     out, _ = waiting.communicate(timeout=300)

@@ -16,7 +16,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -151,7 +151,7 @@ class IngestBusy(WarehouseLocked):
 
 @contextmanager
 def ingest_lock(
-    db: str | Path, wait: float = 600.0, on_wait: Callable[[str], None] | None = None
+    db: str | Path, wait: float = 600.0
 ) -> Iterator[None]:
     """Hold the warehouse's writer lock for a whole ingest run: one ingestion at a time.
 
@@ -174,8 +174,10 @@ def ingest_lock(
                 holder = _lock_holder(fd)
                 if time.monotonic() >= deadline:
                     raise IngestBusy(f"{db}: {holder} is still writing after {wait:.0f}s; try again later") from None
-                if not told and on_wait:
-                    on_wait(f"{db}: waiting for {holder} to finish")
+                if not told:
+                    # Through the same logger as waits for the file lock: the CLI prints it, and a
+                    # flow run sends it to Prefect (PREFECT_LOGGING_EXTRA_LOGGERS).
+                    log.warning("%s: waiting for %s to finish", db, holder)
                     told = True
                 time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
                 delay = min(delay * 2, 2.0)
