@@ -75,7 +75,7 @@ def plan(paths: list[str], db: str | None, prune: bool, cron: str | None, every:
     for folder in folders:
         if not Path(folder).exists():
             raise ScheduleError(f"{folder}: no such file or directory")
-    api_url = os.environ.get("PREFECT_API_URL") or (state.api_url if (state := server.recorded()) else None)
+    api_url = server.configured_api_url()
     if not api_url or not server.healthy(api_url):
         where = f" at {api_url}" if api_url else ""
         raise ScheduleError(f"no Prefect server is reachable{where}; start one with `newsindex server start`")

@@ -176,17 +176,20 @@ def _last_line(log: Path) -> str:
     return lines[-1] if lines else "no output"
 
 
+def configured_api_url() -> str | None:
+    """The Prefect API asked for: $PREFECT_API_URL, else the server `newsindex server start` recorded."""
+    explicit = os.environ.get("PREFECT_API_URL")
+    if explicit:
+        return explicit
+    state = recorded()
+    return state.api_url if state else None
+
+
 def api_url_for_run() -> str | None:
     """The Prefect API an ingest should use, or None for Prefect's temporary server.
 
-    An explicit PREFECT_API_URL wins when it answers; otherwise the server `newsindex server start`
-    recorded. A configured but dead URL is dropped rather than failing the ingest: the run still
-    works, it just pays for a temporary server.
+    A configured but dead URL is dropped rather than failing the ingest: the run still works, it
+    just pays for a temporary server.
     """
-    explicit = os.environ.get("PREFECT_API_URL")
-    if explicit:
-        return explicit if healthy(explicit) else None
-    state = recorded()
-    if state and healthy(state.api_url):
-        return state.api_url
-    return None
+    url = configured_api_url()
+    return url if url and healthy(url) else None
