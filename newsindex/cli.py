@@ -88,7 +88,16 @@ db_option = click.option(
 )  # fmt: skip
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    def invoke(self, ctx):
+        # Click turns a closed pipe into exit 1 before main() could see it.
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            _quiet_broken_pipe()
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="newsindex")
 def cli() -> None:
     """Turn a folder of news articles into a searchable DuckDB index."""
@@ -327,9 +336,15 @@ output_options = [
 
 
 def with_output(func: Callable) -> Callable:
+    @wraps(func)
+    def one_format(*args, **kwargs):
+        if kwargs.get("as_json") and kwargs.get("as_csv"):
+            raise CLIError("--json and --csv cannot be used together; choose one")
+        return func(*args, **kwargs)
+
     for option in reversed(output_options):
-        func = option(func)
-    return func
+        one_format = option(one_format)
+    return one_format
 
 
 def _date(ctx, param, value):
@@ -337,10 +352,19 @@ def _date(ctx, param, value):
         return None
     import datetime as dt
 
+    import re
+
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise click.BadParameter(f"malformed date {value!r}; expected YYYY-MM-DD")
     try:
         return dt.date.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
+        raise click.BadParameter(f"impossible date {value!r}") from None
+
+
+def _date_range(since, until) -> None:
+    if since and until and since > until:
+        raise CLIError(f"--since {since.isoformat()} is after --until {until.isoformat()}; no article can match")
 
 
 @cli.command()
@@ -361,6 +385,7 @@ def search(query, k, mode, since, until, source, doc, per_doc, ann, db, as_json,
     from newsindex.queries.search import Filters, Hit, search as run_search
 
     _exit_on_ctrl_c()
+    _date_range(since, until)
 
     result = run_search(
         config.db_path(db), query, k=k, mode=mode, per_doc=per_doc, ann=ann,
@@ -447,14 +472,15 @@ def sql(statement, sql_file, max_rows, db, as_json, as_csv) -> None:
 
 @cli.command("queries")
 @click.option("--json", "as_json", is_flag=True, help="As JSON.")
-def list_queries(as_json: bool) -> None:
+@click.option("--all", "show_all", is_flag=True, help="Also the internal helpers that search code runs for itself.")
+def list_queries(as_json: bool, show_all: bool) -> None:
     """List the named queries and their parameters."""
-    from newsindex.queries.named import all_queries
+    from newsindex.queries.named import FILLED_IN, all_queries
 
-    queries = all_queries().values()
+    queries = [q for q in all_queries().values() if show_all or not q.internal]
     if as_json:
         click.echo(json.dumps([
-            {"name": q.name, "description": q.description, "file": q.file,
+            {"name": q.name, "description": q.description, "file": q.file, "internal": q.internal,
              "params": [{"name": p.name, "type": p.type, "required": p.required, "default": p.default, "help": p.help} for p in q.params]}
             for q in queries], indent=2, default=str))  # fmt: skip
         return
@@ -464,6 +490,8 @@ def list_queries(as_json: bool) -> None:
     for q in queries:
         console.print(f"[bold]{q.name}[/]  {q.description}")
         for p in q.params:
+            if p.name in FILLED_IN and not show_all:
+                continue
             default = "required" if p.required else f"default {p.default if p.default is not None else 'none'}"
             console.print(f"    --param {p.name}=<{p.type}>  {p.help} ({default})")
 
@@ -621,7 +649,43 @@ def _table(columns: Sequence[str], rows: Sequence[Sequence], title: str | None =
 def main() -> None:
     global _standalone
     _standalone = True
-    cli(prog_name="newsindex")
+    import rich.console
+
+    # rich exits 1 on a closed pipe; make it the same closed pipe as everywhere else.
+    rich.console.Console.on_broken_pipe = _raise_broken_pipe
+    try:
+        code = cli.main(prog_name="newsindex", standalone_mode=False)
+    except click.UsageError as err:
+        # One line, as every other error: Click's default adds the usage and a "Try --help" line.
+        click.echo(f"Error: {err.format_message()}", err=True)
+        sys.exit(err.exit_code)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except click.Abort:
+        click.echo("Error: interrupted", err=True)
+        sys.exit(INTERRUPTED)
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+    if isinstance(code, int) and code:  # --help/--version and ctx.exit(n) return their status here
+        sys.exit(code)
+
+
+def _raise_broken_pipe(console) -> None:
+    raise BrokenPipeError
+
+
+def _quiet_broken_pipe() -> None:
+    """The reader of our output went away (`| head -1`): that is its choice, not a failure, so exit
+    0 as standard tools do. stdout is pointed at /dev/null so the interpreter's final flush of the
+    buffered rest cannot raise again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ Header format, one line each, before the SQL:
     -- description: The most recently published articles, newest first.
     -- param: limit integer = 10  How many articles
 
+`-- internal: true` marks a helper that search code runs for itself (its parameters are filled in
+by newsindex, such as a query vector); `newsindex queries` lists those only with --all.
+
 A parameter without `= default` is required; `= null` makes it optional with no value.
 """
 
@@ -19,6 +22,10 @@ from functools import lru_cache
 from importlib import resources
 
 _PARAM = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)\s+(?P<type>text|integer|float|date|boolean)(?:\s*=\s*(?P<default>\S+))?\s*(?P<help>.*)$")
+
+
+# Parameters that newsindex fills in itself (the query's embedding, computed from `query`).
+FILLED_IN = frozenset({"vector"})
 
 
 class QueryError(Exception):
@@ -41,6 +48,7 @@ class NamedQuery:
     params: tuple[Param, ...]
     sql: str
     file: str
+    internal: bool = False
 
     def bind(self, values: dict[str, object]) -> dict[str, object]:
         """Convert and check values (strings from the command line, or Python values) for DuckDB."""
@@ -101,11 +109,12 @@ def parse(text: str, file: str) -> NamedQuery:
                     help=match["help"].strip(),
                 )
             )
-        elif key in {"name", "description"}:
+        elif key in {"name", "description", "internal"}:
             fields[key] = rest
     if "name" not in fields or "description" not in fields:
         raise QueryError(f"{file}: a named query starts with '-- name:' and '-- description:' lines")
-    return NamedQuery(fields["name"], fields["description"], tuple(params), text, file)
+    internal = fields.get("internal", "false").lower() in {"true", "yes"}
+    return NamedQuery(fields["name"], fields["description"], tuple(params), text, file, internal)
 
 
 @lru_cache(maxsize=1)

@@ -1,5 +1,6 @@
 -- name: passages_by_id
 -- description: The passages with these chunk ids, with their article's metadata (warm and approximate search fetch their k winners with it).
+-- internal: true
 -- param: chunk_ids text  A list of chunk ids, e.g. ['doc-1#0', 'doc-2#3']
 -- The id list is the build side of the joins, so DuckDB pushes a join filter on chunk_id (and then
 -- doc_id) into the scans and reads the text of the k rows only. Filtering the `passages` view with
