@@ -309,14 +309,19 @@ def stats(db: str | None, as_json: bool) -> None:
     """What the warehouse holds: documents, chunks, models and the last runs."""
     from newsindex.warehouse import store
 
-    with store.opened(config.db_path(db), read_only=True) as con:
+    path = config.db_path(db)
+    with store.opened(path, read_only=True) as con:
         info = store.stats(con)
+    info = {"warehouse": str(path), **info}
     if as_json:
         click.echo(json.dumps(info, indent=2, default=str))
         return
     from rich.console import Console
 
+    from rich.markup import escape
+
     console = Console()
+    console.print(f"warehouse {escape(str(path))}", highlight=False, soft_wrap=True)
     dates = f"{info['first_published']} … {info['last_published']}" if info["first_published"] else "no dates"
     console.print(f"[bold]{info['documents']}[/] documents ({dates}), [bold]{info['chunks']}[/] chunks, {info['tokens']:,} tokens")
     for model in info["models"]:

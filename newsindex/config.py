@@ -6,9 +6,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DB = PROJECT_ROOT / "warehouse" / "newsindex.duckdb"
-DEFAULT_SEEDS = PROJECT_ROOT / "seeds"
+# Relative on purpose: defaults are where the user stands, not where the package is installed (a
+# wheel in site-packages has no warehouse/ or seeds/ of its own).
+DEFAULT_DB = Path("warehouse") / "newsindex.duckdb"
+DEFAULT_SEEDS = Path("seeds")
 
 # The name recorded beside every vector; the weights' fingerprint is what really identifies them.
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
@@ -17,13 +18,15 @@ DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 def db_path(explicit: str | os.PathLike | None = None) -> Path:
     """The warehouse file: --db, then NEWSINDEX_DB, then warehouse/newsindex.duckdb."""
     chosen = explicit or os.environ.get("NEWSINDEX_DB") or DEFAULT_DB
-    return Path(chosen).expanduser()
+    # Absolute, so that messages and `stats` name the file that was really used.
+    return Path(chosen).expanduser().absolute()
 
 
 def prefect_home() -> Path:
-    """PREFECT_HOME of the server `newsindex server start` runs: beside the default warehouse."""
+    """PREFECT_HOME of the server `newsindex server start` runs: beside the default warehouse of
+    the current directory."""
     override = os.environ.get("NEWSINDEX_PREFECT_HOME")
-    return Path(override).expanduser() if override else PROJECT_ROOT / "warehouse" / "prefect"
+    return (Path(override).expanduser() if override else Path("warehouse") / "prefect").absolute()
 
 
 def model_path() -> Path:

@@ -14,7 +14,7 @@ os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
 
 from newsindex import config  # noqa: E402
 
-SEEDS = config.DEFAULT_SEEDS
+SEEDS = Path(__file__).resolve().parent.parent / "seeds"
 SEED_FILE = SEEDS / "crocus-city-hall-warning.txt"
 
 
