@@ -8,6 +8,7 @@ changed ones are embedded. Stopping the process (Ctrl-C or SIGTERM) pauses the d
 
 from __future__ import annotations
 
+from newsindex.errors import NewsindexError
 import datetime as dt
 import os
 import re
@@ -22,7 +23,7 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(d|h|m|s)", re.IGNORECASE)
 _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
-class ScheduleError(Exception):
+class ScheduleError(NewsindexError):
     """The schedule cannot be served as asked."""
 
 

@@ -8,6 +8,7 @@ the server it started. Nothing here imports Prefect: the CLI can ask for status 
 
 from __future__ import annotations
 
+from newsindex.errors import NewsindexError
 import json
 import os
 import signal
@@ -25,7 +26,7 @@ DEFAULT_PORT = 4200
 _STATE_FILE = "server.json"
 
 
-class ServerError(Exception):
+class ServerError(NewsindexError):
     """The Prefect server could not be started, found or stopped."""
 
 

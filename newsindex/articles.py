@@ -6,6 +6,7 @@ never stops a run and the user can find and fix it.
 
 from __future__ import annotations
 
+from newsindex.errors import NewsindexError
 import codecs
 import datetime as dt
 import errno
@@ -50,7 +51,7 @@ _MD_HEADING = re.compile(r"^#\s+(?P<title>.+?)\s*#*\s*$", re.MULTILINE)
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 
 
-class ArticleError(Exception):
+class ArticleError(NewsindexError):
     """A file (or one line of it) that cannot be ingested."""
 
     def __init__(self, path: str | Path, message: str, line: int | None = None):

@@ -35,15 +35,11 @@ def domain_errors(func: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         import duckdb
 
-        from newsindex.embedding import ModelError
-        from newsindex.flows.schedule import ScheduleError
-        from newsindex.flows.server import ServerError
-        from newsindex.queries.named import QueryError
-        from newsindex.warehouse.store import WarehouseError
+        from newsindex.errors import NewsindexError
 
         try:
             return func(*args, **kwargs)
-        except (WarehouseError, ModelError, QueryError, ServerError, ScheduleError) as err:
+        except NewsindexError as err:
             raise CLIError(str(err)) from None
         except (KeyboardInterrupt, duckdb.InterruptException):
             raise CLIError("interrupted", INTERRUPTED) from None

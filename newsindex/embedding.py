@@ -6,6 +6,7 @@ weights without importing torch. `Embedder` loads the model (torch) and is used 
 
 from __future__ import annotations
 
+from newsindex.errors import NewsindexError
 import hashlib
 import json
 import os
@@ -28,7 +29,7 @@ class ModelInfo:
     fingerprint: str
 
 
-class ModelError(Exception):
+class ModelError(NewsindexError):
     """The configured model cannot be used (missing files, wrong shape)."""
 
 

@@ -15,6 +15,7 @@ A parameter without `= default` is required; `= null` makes it optional with no 
 
 from __future__ import annotations
 
+from newsindex.errors import NewsindexError
 import datetime as dt
 import re
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ _PARAM = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)\s+(?P<type>text|integer|float|
 FILLED_IN = frozenset({"vector"})
 
 
-class QueryError(Exception):
+class QueryError(NewsindexError):
     """A named query that does not exist, or parameters that do not fit it."""
 
 

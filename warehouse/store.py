@@ -7,6 +7,7 @@ closed again: a DuckDB file admits one process at a time, and holding it would b
 
 from __future__ import annotations
 
+from newsindex.errors import NewsindexError
 import datetime as dt
 import fcntl
 import json
@@ -36,7 +37,7 @@ log = logging.getLogger("newsindex.warehouse")
 _MIGRATION_NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 
 
-class WarehouseError(Exception):
+class WarehouseError(NewsindexError):
     """A problem with the warehouse file that the user has to act on."""
 
 
