@@ -8,7 +8,6 @@ changed ones are embedded. Stopping the process (Ctrl-C or SIGTERM) pauses the d
 
 from __future__ import annotations
 
-from newsindex.errors import NewsindexError
 import datetime as dt
 import os
 import re
@@ -16,6 +15,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from newsindex.errors import NewsindexError
 from newsindex import config
 from newsindex.flows import server
 

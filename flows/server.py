@@ -8,7 +8,6 @@ the server it started. Nothing here imports Prefect: the CLI can ask for status 
 
 from __future__ import annotations
 
-from newsindex.errors import NewsindexError
 import json
 import os
 import signal
@@ -20,6 +19,7 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from newsindex.errors import NewsindexError
 from newsindex import config
 
 DEFAULT_PORT = 4200

@@ -6,7 +6,6 @@ never stops a run and the user can find and fix it.
 
 from __future__ import annotations
 
-from newsindex.errors import NewsindexError
 import codecs
 import datetime as dt
 import errno
@@ -18,6 +17,8 @@ import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from newsindex.errors import NewsindexError
 
 TEXT_SUFFIXES = {".txt"}
 MARKDOWN_SUFFIXES = {".md", ".markdown"}

@@ -6,7 +6,6 @@ weights without importing torch. `Embedder` loads the model (torch) and is used 
 
 from __future__ import annotations
 
-from newsindex.errors import NewsindexError
 import hashlib
 import json
 import os
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from newsindex.errors import NewsindexError
 from newsindex import config
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")

@@ -2,7 +2,6 @@
 
 Importing sentence-transformers costs 4-5 s, which is most of a one-shot `newsindex search`. A
 query is a few dozen tokens, so a plain NumPy implementation of the same encoder (weights read
-from newsindex.errors import NewsindexError
 from the same safetensors file, same tokenizer, mean pooling, L2 normalisation) answers in
 milliseconds and matches sentence-transformers to cosine > 0.9999 (tests/test_query_encoder.py).
 It supports the architecture newsindex ships (BERT encoders with mean pooling); other models fall
@@ -16,6 +15,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
+from newsindex.errors import NewsindexError
 
 
 class UnsupportedModel(NewsindexError):

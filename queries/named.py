@@ -15,12 +15,13 @@ A parameter without `= default` is required; `= null` makes it optional with no 
 
 from __future__ import annotations
 
-from newsindex.errors import NewsindexError
 import datetime as dt
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+
+from newsindex.errors import NewsindexError
 
 _PARAM = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)\s+(?P<type>text|integer|float|date|boolean)(?:\s*=\s*(?P<default>\S+))?\s*(?P<help>.*)$")
 

@@ -91,7 +91,7 @@ def test_max_rows_limits_the_table_not_json(search_db):
 def test_every_named_query_runs(search_db):
     seed = doc_id_of(search_db, SEED_FILE.stem)
     values = {"query": "flood", "since": "2024-01-01", "until": "2024-12-31", "doc": seed, "k": "3", "limit": "5", "chunk_ids": f"['{seed}#0']"}
-    listed = json.loads(run("queries", "--json").output)
+    listed = json.loads(run("queries", "--all", "--json").output)
     assert {q["name"] for q in listed} == set(named.all_queries())
     assert len(listed) >= 10
     for query in named.all_queries().values():

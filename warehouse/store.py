@@ -7,7 +7,6 @@ closed again: a DuckDB file admits one process at a time, and holding it would b
 
 from __future__ import annotations
 
-from newsindex.errors import NewsindexError
 import datetime as dt
 import fcntl
 import json
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import duckdb
 
+from newsindex.errors import NewsindexError
 from newsindex import faults
 
 _LOCK_MESSAGE = "Could not set lock on file"
