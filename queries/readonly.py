@@ -73,18 +73,26 @@ def limits(timeout: float | str | None = None, memory_limit: str | None = None) 
         timeout = os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT_S
     try:
         seconds = float(timeout)
-    except ValueError:
+    except (TypeError, ValueError):
         seconds = math.nan
     if not math.isfinite(seconds) or seconds < 0 or seconds > MAX_TIMEOUT_S:
-        raise QueryError(f"time limit {timeout!r} is not a number of seconds between 0 (none) and {MAX_TIMEOUT_S:.0f}")
+        raise QueryError(
+            f"time limit {timeout!r} is not a number of seconds between 0 (none) and {MAX_TIMEOUT_S:.0f} (--timeout, ${TIMEOUT_ENV})"
+        )
     memory = memory_limit or os.environ.get(MEMORY_ENV)
     return Limits(timeout=seconds or None, memory_bytes=_parse_size(memory) if memory else _default_memory())
 
 
-def _default_memory() -> int:
+def _ram() -> int | None:
     try:
-        ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError):
+        return None
+
+
+def _default_memory() -> int:
+    ram = _ram()
+    if ram is None:
         return DEFAULT_MEMORY_CAP
     return max(MIN_MEMORY, min(DEFAULT_MEMORY_CAP, int(ram * DEFAULT_MEMORY_SHARE)))
 
@@ -92,10 +100,14 @@ def _default_memory() -> int:
 def _parse_size(text: str) -> int:
     match = _SIZE.match(str(text))
     if not match:
-        raise QueryError(f"memory limit {text!r} is not a size such as 500MB or 4GB")
+        raise QueryError(f"memory limit {text!r} is not a size such as 500MB or 4GB (--memory-limit, ${MEMORY_ENV})")
     size = int(float(match[1]) * _UNITS[(match[2] or "").upper()])
     if size < MIN_MEMORY:
         raise QueryError(f"memory limit {text!r} is below the minimum of {_show_size(MIN_MEMORY)}")
+    ram = _ram()
+    # A limit the machine cannot honour is no limit: the kernel would end the process first.
+    if ram is not None and size > ram:
+        raise QueryError(f"memory limit {text!r} is more than this machine's {_show_size(ram)} of RAM")
     return size
 
 
@@ -205,19 +217,26 @@ class _Deadline:
 
     def __init__(self, con: duckdb.DuckDBPyConnection, seconds: float | None):
         self.expired = False
-        self._con = con
+        self._con: duckdb.DuckDBPyConnection | None = con
+        # Held while interrupting, so that cancel() returns only once the timer can no longer
+        # touch the connection, which is closed right after.
+        self._lock = threading.Lock()
         self._timer = threading.Timer(seconds, self._fire) if seconds else None
         if self._timer:
             self._timer.daemon = True
             self._timer.start()
 
     def _fire(self) -> None:
-        self.expired = True
-        self._con.interrupt()
+        with self._lock:
+            if self._con is not None:
+                self.expired = True
+                self._con.interrupt()
 
     def cancel(self) -> None:
         if self._timer:
             self._timer.cancel()
+        with self._lock:
+            self._con = None
 
 
 @contextmanager

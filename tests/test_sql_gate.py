@@ -366,6 +366,8 @@ def test_default_limits(monkeypatch):
         (["sql", "SELECT 1", "--timeout", "1e12"], "Error: time limit 1000000000000.0 is not a number of seconds"),
         (["sql", "SELECT 1", "--memory-limit", "lots"], "Error: memory limit 'lots' is not a size such as 500MB or 4GB"),
         (["sql", "SELECT 1", "--memory-limit", "1KB"], "Error: memory limit '1KB' is below the minimum of 32 MB"),
+        (["query", "latest_articles", "--memory-limit", "1000TB"], "Error: memory limit '1000TB' is more than this machine's"),
+        (["query", "latest_articles", "--timeout", "-3"], "Error: time limit -3.0 is not a number of seconds"),
     ],
 )
 def test_option_values_out_of_bounds_are_one_line(gate_db, args, expected):
