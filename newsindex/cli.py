@@ -444,7 +444,7 @@ max_rows_option = click.option(
     help=f"Rows shown as a table (at most {MAX_ROWS:,}); --json/--csv stream all.",
 )  # fmt: skip
 timeout_option = click.option(
-    "--timeout", type=float, default=None, metavar="SECONDS",
+    "--timeout", default=None, metavar="SECONDS",  # a str: the library's check gives the one-line error
     help="Time limit for the whole run, fetching included (default $NEWSINDEX_SQL_TIMEOUT or 60; 0: none).",
 )  # fmt: skip
 memory_option = click.option(
