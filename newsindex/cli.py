@@ -475,7 +475,10 @@ def sql(statement, sql_file, max_rows, timeout, memory_limit, db, as_json, as_cs
 
     if bool(statement) == bool(sql_file):
         raise CLIError("give SQL as an argument or with -f FILE (one of the two)")
-    text = sql_file.read() if sql_file else statement
+    try:
+        text = sql_file.read() if sql_file else statement
+    except UnicodeDecodeError as err:
+        raise CLIError(f"{sql_file.name}: not UTF-8 text (byte 0x{err.object[err.start]:02x})") from None
     path = config.db_path(db)
     _run_and_print(lambda emit: run_readonly(path, text, emit, timeout=timeout, memory_limit=memory_limit), as_json, as_csv, max_rows)
 

@@ -126,6 +126,11 @@ def check_statements(con: duckdb.DuckDBPyConnection, text: str) -> list[duckdb.S
     """The statements to run for `text`, if every one only reads; otherwise a QueryError naming the
     first that does not, before any runs. Run the returned Statements, not the text."""
     try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        # A command-line argument that was not UTF-8 arrives with surrogate escapes.
+        raise QueryError(f"the SQL is not valid UTF-8 (at character {err.start + 1})") from None
+    try:
         statements = con.extract_statements(text)
     except duckdb.Error as err:
         raise QueryError(_first_line(err)) from None

@@ -379,6 +379,17 @@ def test_option_values_out_of_bounds_are_one_line(gate_db, args, expected):
     assert one_error_line(result.output).startswith(expected), result.output
 
 
+def test_sql_that_is_not_utf8_is_one_line(gate_db, tmp_path, subprocess_env):
+    script = tmp_path / "latin1.sql"
+    script.write_bytes(b"SELECT 'caf\xe9' AS x")
+    result = run("sql", "-f", script, "--db", gate_db)
+    assert result.exit_code == 1 and one_error_line(result.output) == f"Error: {script}: not UTF-8 text (byte 0xe9)\n"
+    # The same bytes as an argument reach Python as surrogate escapes.
+    done = subprocess.run([NEWSINDEX.encode(), b"sql", b"EXPLAIN SELECT 'caf\xe9'", b"--db", str(gate_db).encode()],
+                          env=subprocess_env, capture_output=True, timeout=120)  # fmt: skip
+    assert done.returncode == 1 and done.stderr == b"Error: the SQL is not valid UTF-8 (at character 20)\n", done.stderr
+
+
 # --- control characters ---------------------------------------------------------------------------
 
 
