@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from functools import wraps
@@ -348,6 +349,24 @@ def with_output(func: Callable) -> Callable:
     return one_format
 
 
+MAX_K = 10_000
+MAX_ROWS = 1_000_000
+
+
+def _bounded(low: int, high: int) -> Callable:
+    """An option callback: a value outside [low, high] is refused with one line."""
+
+    def check(ctx, param, value):
+        if value is not None and not low <= value <= high:
+            raise CLIError(f"{param.opts[0]} must be between {low:,} and {high:,}, got {value:,}", exit_code=2)
+        return value
+
+    return check
+
+
+k_bounds = _bounded(1, MAX_K)
+
+
 def _date(ctx, param, value):
     if value is None:
         return None
@@ -370,7 +389,7 @@ def _date_range(since, until) -> None:
 
 @cli.command()
 @click.argument("query")
-@click.option("-k", default=10, show_default=True, help="How many results.")
+@click.option("-k", default=10, show_default=True, callback=k_bounds, help=f"How many results (at most {MAX_K:,}).")
 @click.option("--mode", type=click.Choice(["hybrid", "semantic", "keyword"]), default="hybrid", show_default=True)
 @click.option("--since", callback=_date, help="Only articles published on or after this date.")
 @click.option("--until", callback=_date, help="Only articles published on or before this date.")
@@ -413,11 +432,11 @@ def _print_hits(result) -> None:
         if result.mode == "hybrid":
             side = lambda r: f"#{r}" if r else "–"  # noqa: E731
             ranks = f"  semantic {side(hit.semantic_rank)} · keyword {side(hit.keyword_rank)}"
-        head = Text.assemble((f"{hit.rank:>2}. ", "bold"), (hit.title, "bold cyan"), f"  {hit.published or 'no date'}",
+        head = Text.assemble((f"{hit.rank:>2}. ", "bold"), (_printable(hit.title), "bold cyan"), f"  {hit.published or 'no date'}",
                              (f"  score {hit.score:.4f}{ranks}", "dim"))  # fmt: skip
         console.print(head)
-        console.print(Text(f"    {_short_path(hit.source_path)}  ·  {hit.chunk_id}", style="dim"))
-        console.print(Text(f"    {hit.snippet}"))
+        console.print(Text(_printable(f"    {_short_path(hit.source_path)}  ·  {hit.chunk_id}"), style="dim"))
+        console.print(Text(_printable(f"    {hit.snippet}")))
     console.print(Text(f"{len(result.hits)} results · {result.mode} · {result.seconds * 1000:.0f} ms", style="dim"))
 
 
@@ -430,7 +449,7 @@ def _short_path(path: str) -> str:
 
 @cli.command()
 @click.argument("doc_id")
-@click.option("-k", default=10, show_default=True, help="How many documents.")
+@click.option("-k", default=10, show_default=True, callback=k_bounds, help=f"How many documents (at most {MAX_K:,}).")
 @db_option
 @with_output
 @domain_errors
@@ -446,15 +465,30 @@ def related(doc_id, k, db, as_json, as_csv) -> None:
 
 # --- SQL and named queries ----------------------------------------------------------------------
 
+max_rows_option = click.option(
+    "--max-rows", default=200, show_default=True, callback=_bounded(1, MAX_ROWS),
+    help=f"Rows shown as a table (at most {MAX_ROWS:,}); --json/--csv stream all.",
+)  # fmt: skip
+timeout_option = click.option(
+    "--timeout", default=None, metavar="SECONDS",  # a str: the library's check gives the one-line error
+    help="Time limit for the whole run, fetching included (default $NEWSINDEX_SQL_TIMEOUT or 60; 0: none).",
+)  # fmt: skip
+memory_option = click.option(
+    "--memory-limit", default=None, metavar="SIZE",
+    help="DuckDB memory for the query, e.g. 500MB, 8GB; no spilling to disk (default $NEWSINDEX_SQL_MEMORY or a quarter of RAM, at most 4 GB).",
+)  # fmt: skip
+
 
 @cli.command()
 @click.argument("statement", required=False)
 @click.option("-f", "--file", "sql_file", type=click.File("r"), help="Read the SQL from a file ('-' for stdin).")
-@click.option("--max-rows", default=200, show_default=True, help="Rows shown as a table; --json/--csv stream all.")
+@max_rows_option
+@timeout_option
+@memory_option
 @db_option
 @with_output
 @domain_errors
-def sql(statement, sql_file, max_rows, db, as_json, as_csv) -> None:
+def sql(statement, sql_file, max_rows, timeout, memory_limit, db, as_json, as_csv) -> None:
     """Run read-only SQL against the warehouse. `embed('text')` gives a query vector:
 
     \b
@@ -467,8 +501,12 @@ def sql(statement, sql_file, max_rows, db, as_json, as_csv) -> None:
 
     if bool(statement) == bool(sql_file):
         raise CLIError("give SQL as an argument or with -f FILE (one of the two)")
-    text = sql_file.read() if sql_file else statement
-    _run_and_print(lambda emit: run_readonly(config.db_path(db), text, emit), as_json, as_csv, max_rows)
+    try:
+        text = sql_file.read() if sql_file else statement
+    except UnicodeDecodeError as err:
+        raise CLIError(f"{sql_file.name}: not UTF-8 text (byte 0x{err.object[err.start]:02x})") from None
+    path = config.db_path(db)
+    _run_and_print(lambda emit: run_readonly(path, text, emit, timeout=timeout, memory_limit=memory_limit), as_json, as_csv, max_rows)
 
 
 @cli.command("queries")
@@ -500,11 +538,13 @@ def list_queries(as_json: bool, show_all: bool) -> None:
 @cli.command("query")
 @click.argument("name")
 @click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="A parameter; repeat for more.")
-@click.option("--max-rows", default=200, show_default=True, help="Rows shown as a table; --json/--csv stream all.")
+@max_rows_option
+@timeout_option
+@memory_option
 @db_option
 @with_output
 @domain_errors
-def run_query(name, params, max_rows, db, as_json, as_csv) -> None:
+def run_query(name, params, max_rows, timeout, memory_limit, db, as_json, as_csv) -> None:
     """Run the named query NAME with bound parameters (see `newsindex queries`)."""
     from newsindex.queries import named
     from newsindex.queries.readonly import run_named
@@ -518,7 +558,8 @@ def run_query(name, params, max_rows, db, as_json, as_csv) -> None:
             raise CLIError(f"--param takes KEY=VALUE, got {item!r}")
         values[key.strip()] = value
     query = named.get(name)
-    _run_and_print(lambda emit: run_named(config.db_path(db), query, query.bind(values), emit), as_json, as_csv, max_rows)
+    path, bound = config.db_path(db), query.bind(values)
+    _run_and_print(lambda emit: run_named(path, query, bound, emit, timeout=timeout, memory_limit=memory_limit), as_json, as_csv, max_rows)
 
 
 # --- evaluation ---------------------------------------------------------------------------------
@@ -633,6 +674,16 @@ def _cell(value) -> str:
     return "" if value is None else str(value)
 
 
+# C0 and C1 control characters and DEL, bar newline and tab: ESC, CSI (0x9b) and OSC would let a
+# stored value recolour, retitle or rewrite the user's terminal. Rich strips only a few (BEL, CR).
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _printable(text: str) -> str:
+    """Text for a terminal: each control character shown as its escape, e.g. \\x1b."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
+
+
 def _table(columns: Sequence[str], rows: Sequence[Sequence], title: str | None = None):
     from rich.table import Table
 
@@ -640,10 +691,10 @@ def _table(columns: Sequence[str], rows: Sequence[Sequence], title: str | None =
 
     table = Table(title=title, title_justify="left")
     for column in columns:
-        table.add_column(str(column), overflow="fold")
+        table.add_column(Text(_printable(str(column))), overflow="fold")
     for row in rows:
         # Text(), not str: a value like "[red]" is data, not markup.
-        table.add_row(*(Text("" if v is None else str(v)) for v in row))
+        table.add_row(*(Text(_printable("" if v is None else str(v))) for v in row))
     return table
 
 

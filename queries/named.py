@@ -74,7 +74,11 @@ def convert(query: str, param: Param, value: object) -> object:
         return value
     try:
         if param.type == "integer":
-            return int(value)
+            number = int(value)
+            # DuckDB's BIGINT; a larger value would fail later, in the query, less clearly.
+            if not -(2**63) <= number < 2**63:
+                raise ValueError
+            return number
         if param.type == "float":
             return float(value)
         if param.type == "date":
@@ -85,7 +89,8 @@ def convert(query: str, param: Param, value: object) -> object:
                 raise ValueError
             return lowered in {"true", "1", "yes"}
     except ValueError:
-        raise QueryError(f"{query}: parameter {param.name} must be a {param.type}, got {value!r}") from None
+        article = "an" if param.type[0] in "aeiou" else "a"
+        raise QueryError(f"{query}: parameter {param.name} must be {article} {param.type}, got {value!r}") from None
     return value
 
 

@@ -77,6 +77,9 @@ REFUSED_BY_KIND = [
     "SELECT 1; DELETE FROM chunks",
     "SELECT 1;\n-- harmless, honest\nSELECT 2; ATTACH '/tmp/x.duckdb' AS x",
     "WITH t AS (SELECT 1) DELETE FROM chunks",
+    "EXPLAIN ANALYZE COPY chunks TO '{out}'",
+    "EXPLAIN ANALYZE DELETE FROM chunks",
+    "EXPLAIN ANALYZE CREATE TEMP TABLE t AS SELECT 1",
 ]
 
 
@@ -108,9 +111,8 @@ ESCAPES = [
     "SELECT * FROM sniff_csv('/etc/passwd')",
     "SELECT * FROM '/etc/passwd'",
     "SELECT * FROM duckdb_secrets()",
-    "EXPLAIN ANALYZE COPY chunks TO '{out}'",
-    "EXPLAIN ANALYZE DELETE FROM chunks",
     "SELECT * FROM query('DELETE FROM chunks')",
+    "SELECT * FROM query('EXPLAIN ANALYZE COPY chunks TO ''{out}''')",
 ]
 
 
