@@ -8,15 +8,17 @@ closed again: a DuckDB file admits one process at a time, and holding it would b
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import fcntl
 import json
 import logging
 import os
 import re
 import socket
+import stat
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -159,37 +161,130 @@ def ingest_lock(
     between batches so that readers get in. Two overlapping runs (a slow scheduled one and a manual
     one) would then interleave their plans and writes. An flock on a sidecar file spans the run; the
     kernel drops it when the holder dies, so a killed run never leaves it stuck.
+
+    The sidecar can be deleted or replaced while a run holds it, and a second run would then lock a
+    fresh file. So the run also holds an flock on the warehouse file itself, which ingestion never
+    replaces: flock and DuckDB's own fcntl locks do not interact, so readers are not affected.
     """
     path = Path(f"{db}.ingest.lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + wait
     try:
-        deadline = time.monotonic() + wait
-        delay, told = 0.1, False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                holder = _lock_holder(fd)
-                if time.monotonic() >= deadline:
-                    raise IngestBusy(f"{db}: {holder} is still writing after {wait:.0f}s; try again later") from None
-                if not told:
-                    # Through the same logger as waits for the file lock: the CLI prints it, and a
-                    # flow run sends it to Prefect (PREFECT_LOGGING_EXTRA_LOGGERS).
-                    log.warning("%s: waiting for %s to finish", db, holder)
-                    told = True
-                time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-                delay = min(delay * 2, 2.0)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "since": dt.datetime.now().isoformat(timespec="seconds")}).encode(), 0)
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise WarehouseError(f"{path.parent}: cannot create the warehouse folder ({err.strerror or err})") from None
+    while True:
+        fd = open_lock_file(path)
         try:
-            yield
+            _flock_waiting(fd, deadline, wait, str(db), lambda: _lock_holder(fd))
+            # The standard check: the file locked must still be the one at the path. A run that
+            # waited on a file someone then removed would otherwise run beside whoever locks the
+            # new one.
+            if _same_file(fd, path):
+                break
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    try:
+        guard = _warehouse_guard(Path(db))
+        try:
+            _flock_waiting(guard, deadline, wait, str(db), lambda: f"another ingest run (its lock file {path.name} was removed)")
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps({"pid": os.getpid(), "since": dt.datetime.now().isoformat(timespec="seconds")}).encode(), 0)
+            except OSError:
+                pass  # who holds the lock is only for messages; a full disk must not stop the run here
+            try:
+                yield
+            finally:
+                try:
+                    os.ftruncate(fd, 0)
+                except OSError:
+                    pass
         finally:
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            # Closed only once the run closed its connections: closing any descriptor of a file
+            # drops the process's fcntl locks on it, DuckDB's included (POSIX).
+            os.close(guard)
     finally:
         os.close(fd)
+
+
+def open_lock_file(path: Path) -> int:
+    """A descriptor for the lock file at `path`, created if missing. Never through a symlink (that
+    could point anywhere the user can write), never truncated on open, and only a regular file with
+    one link: anything else there is refused, with one line, rather than written to."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as err:
+        if err.errno == errno.ELOOP or path.is_symlink():
+            raise WarehouseError(f"{path}: is a symlink; refusing to use it as a lock file (remove it)") from None
+        raise WarehouseError(f"{path}: cannot open the lock file ({err.strerror or err}); the warehouse folder must be writable") from None
+    info = os.fstat(fd)
+    problem = None
+    if not stat.S_ISREG(info.st_mode):
+        problem = f"is {_file_kind(info.st_mode)}, not a regular file"
+    elif info.st_nlink != 1:
+        problem = f"has {info.st_nlink} hard links"
+    if problem:
+        os.close(fd)
+        raise WarehouseError(f"{path}: {problem}; refusing to use it as a lock file (remove it)")
+    return fd
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):  # fmt: skip
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        there = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    here = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+def _warehouse_guard(db: Path) -> int:
+    """A read-only descriptor of the warehouse file for the run's second flock, creating an empty
+    DuckDB file first if there is none yet (read-only: it can never write the file)."""
+    if not db.exists():
+        try:
+            duckdb.connect(str(db)).close()
+        except duckdb.Error as err:
+            raise WarehouseError(f"{db}: cannot create the warehouse ({_first_line(err)})") from None
+    try:
+        return os.open(db, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as err:
+        raise WarehouseError(f"{db}: cannot open the warehouse ({err.strerror or err})") from None
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def _flock_waiting(fd: int, deadline: float, wait: float, db: str, holder: Callable[[], str]) -> None:
+    """Take an exclusive flock on `fd`, saying once that it waits, until `deadline`; then IngestBusy."""
+    delay, told = 0.1, False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            who = holder()
+            if time.monotonic() >= deadline:
+                raise IngestBusy(f"{db}: {who} is still writing after {wait:.0f}s; try again later") from None
+            if not told:
+                # Through the same logger as waits for the file lock: the CLI prints it, and a
+                # flow run sends it to Prefect (PREFECT_LOGGING_EXTRA_LOGGERS).
+                log.warning("%s: waiting for %s to finish", db, who)
+                told = True
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 2.0)
 
 
 def _lock_holder(fd: int) -> str:
