@@ -560,26 +560,89 @@ def _vector_column(matrix):
     return pa.FixedSizeListArray.from_arrays(pa.array(matrix.ravel(), pa.float32()), matrix.shape[1])
 
 
-def prune(con: duckdb.DuckDBPyConnection, roots: Iterable[str], keep: dict[str, set[str]]) -> list[str]:
+@dataclass
+class PruneResult:
+    removed: list[tuple[str, str, int | None]]  # (doc id, source path, line) of each document removed
+    refused: list[tuple[str, str]]  # (root, why its documents were all kept)
+
+
+# Removing more than this share of a root's stored documents in one run needs the override: a
+# folder that lost most of its files at once is more often a dropped mount or a mistake than news.
+MASS_PRUNE_SHARE = 0.5
+MASS_PRUNE_FLAG = "--allow-mass-prune"
+
+
+def prune(
+    con: duckdb.DuckDBPyConnection,
+    roots: Iterable[str],
+    keep: dict[str, set[str]],
+    found: dict[str, int] | None = None,
+    allow_mass: bool = False,
+) -> PruneResult:
     """Remove documents whose source file under one of `roots` no longer exists, and documents of
-    files read in this run (`keep`: source path -> doc ids seen there) that the file no longer has."""
-    removed: list[str] = []
-    rows = con.execute("SELECT doc_id, source_path FROM documents").fetchall()
-    root_paths = [str(Path(r).resolve()) for r in roots]
-    for doc_id, source in rows:
-        under = any(source == root or source.startswith(root.rstrip("/") + "/") for root in root_paths)
-        if not under:
+    files read in this run (`keep`: source path -> doc ids seen there) that the file no longer has.
+
+    A root where this run found no files (`found`: root -> files found; an empty folder or a mount
+    that dropped) or that would lose more than half of its stored documents is left as it is, with
+    one line saying so, unless `allow_mass`. A document is only removed when its file is known to be
+    gone: under a folder that cannot be listed, or where stat fails otherwise, it stays."""
+    rows = con.execute("SELECT doc_id, source_path, line FROM documents").fetchall()
+    result = PruneResult([], [])
+    listable: dict[str, bool] = {}
+    doomed: list[str] = []
+    for given in roots:
+        root = str(Path(given).resolve())
+        prefix = root.rstrip("/") + "/"
+        mine = [row for row in rows if row[1] == root or row[1].startswith(prefix)]
+        going = [row for row in mine if _is_gone(row[0], row[1], keep, root, listable)]
+        if not going:
             continue
-        if source in keep:
-            if doc_id not in keep[source]:
-                removed.append(doc_id)
-        elif not Path(source).exists():
-            removed.append(doc_id)
-    if removed:
+        files = (found or {}).get(given, 1)
+        why = None
+        if files == 0:
+            why = f"no article files found under it (empty, or not mounted?); its {len(mine)} stored documents were kept"
+        elif len(going) > MASS_PRUNE_SHARE * len(mine):
+            why = f"{len(going)} of its {len(mine)} stored documents would go (more than half); all were kept"
+        if why and not allow_mass:
+            result.refused.append((given, f"not pruned: {why}; pass {MASS_PRUNE_FLAG} to remove them"))
+            continue
+        result.removed.extend(going)
+        doomed.extend(row[0] for row in going)
+    if doomed:
         with transaction(con):
-            con.execute("DELETE FROM chunks WHERE doc_id IN (SELECT unnest(?))", [removed])
-            con.execute("DELETE FROM documents WHERE doc_id IN (SELECT unnest(?))", [removed])
-    return removed
+            con.execute("DELETE FROM chunks WHERE doc_id IN (SELECT unnest(?))", [doomed])
+            con.execute("DELETE FROM documents WHERE doc_id IN (SELECT unnest(?))", [doomed])
+    return result
+
+
+def _is_gone(doc_id: str, source: str, keep: dict[str, set[str]], root: str, listable: dict[str, bool]) -> bool:
+    if source in keep:
+        return doc_id not in keep[source]
+    try:
+        os.stat(source)
+        return False
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except OSError:
+        return False  # permission denied, I/O error: not known to be gone
+    # Gone, as far as stat can tell; but a folder on the way that cannot be listed (the run could not
+    # see its files either) says nothing about them.
+    folder = os.path.dirname(source)
+    while len(folder) >= len(root):
+        if folder not in listable:
+            try:
+                os.listdir(folder)
+                listable[folder] = True
+            except FileNotFoundError:
+                listable[folder] = True  # gone with its files: that is what pruning is for
+            except OSError:
+                listable[folder] = False
+        if not listable[folder]:
+            return False
+        if folder == root:
+            break
+        folder = os.path.dirname(folder)
+    return True
 
 
 # --- runs ---------------------------------------------------------------------------------------
