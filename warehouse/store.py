@@ -125,6 +125,7 @@ def opened(db: str | Path, *, read_only: bool = False, wait: float | None = None
     """A migrated connection (read-write) or a checked one (read-only), closed afterwards."""
     con = connect(db, read_only=read_only, wait=wait)
     try:
+        refuse_newer_schema(con, db)
         if read_only:
             pending = pending_migrations(con)
             if pending:
@@ -304,6 +305,19 @@ def _applied_versions(con: duckdb.DuckDBPyConnection) -> set[int]:
     return {row[0] for row in con.execute("SELECT version FROM _migrations").fetchall()}
 
 
+def refuse_newer_schema(con: duckdb.DuckDBPyConnection, db: str | Path) -> None:
+    """WarehouseError if a migration this code does not know was applied: a newer newsindex made
+    the file, and old code would write rows its schema no longer means, or fail half way on a
+    renamed column. Readers are refused too: no query here knows what the new schema means.
+    Nothing is written before this check, so the file stays exactly as it was."""
+    known = {m.version for m in migrations()}
+    unknown = _applied_versions(con) - known
+    if unknown:
+        raise WarehouseError(
+            f"{db}: made by a newer newsindex (schema {max(unknown)}, this one knows up to {max(known)}); upgrade newsindex"
+        )
+
+
 def pending_migrations(con: duckdb.DuckDBPyConnection) -> list[Migration]:
     applied = _applied_versions(con)
     return [m for m in migrations() if m.version not in applied]
@@ -311,6 +325,7 @@ def pending_migrations(con: duckdb.DuckDBPyConnection) -> list[Migration]:
 
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Apply every pending migration in one transaction and record each; returns their names."""
+    refuse_newer_schema(con, _path_of(con))
     pending = pending_migrations(con)
     if not pending:
         return []
@@ -328,11 +343,15 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
                     "INSERT INTO _migrations VALUES (?, ?, current_timestamp)", [migration.version, migration.name]
                 )
     except duckdb.Error as err:
-        path = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0]
+        path = _path_of(con)
         step = f"migration {current.version:03d}_{current.name}" if current else "migrating"
         first_line = str(err).strip().splitlines()[0]
         raise WarehouseError(f"{path}: {step} failed ({first_line}); the warehouse was left unchanged") from None
     return [f"{m.version:03d}_{m.name}" for m in pending]
+
+
+def _path_of(con: duckdb.DuckDBPyConnection) -> str:
+    return con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0]
 
 
 # --- extensions and the full-text index ---------------------------------------------------------
