@@ -247,6 +247,25 @@ def refresh_search_index(db: str) -> bool:
         return store.refresh_search_index(con)
 
 
+class OptionError(ValueError):
+    """An ingest option out of its range (the CLI checks the same bounds before it gets here)."""
+
+
+def check_options(max_tokens: int, overlap_sentences: int, wait: float, batch_chars: int, part_chars: int) -> None:
+    """Refuse values that would fail deep inside a run (a zero budget), lose text silently (a
+    negative overlap skips sentences) or never end (a NaN wait): deployments and the Python API
+    pass parameters without the CLI's checks."""
+    problems = []
+    for name, value, low in (("max_tokens", max_tokens, 1), ("overlap_sentences", overlap_sentences, 0),
+                             ("batch_chars", batch_chars, 1), ("part_chars", part_chars, 1)):  # fmt: skip
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            problems.append(f"{name} must be a whole number >= {low}, got {value!r}")
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not wait >= 0:
+        problems.append(f"wait must be a number of seconds >= 0, got {wait!r}")
+    if problems:
+        raise OptionError("; ".join(problems))
+
+
 def _flow_run_id() -> str | None:
     from prefect.runtime import flow_run
 
@@ -272,6 +291,7 @@ def ingest(
     in which no files were found, or that would lose more than half of its documents, keeps them
     all (one failure line says so) unless `allow_mass_prune`."""
     config.offline_env()
+    check_options(max_tokens, overlap_sentences, wait, batch_chars, part_chars)
     paths = [str(p) for p in (paths or [config.DEFAULT_SEEDS])]
     db_file = str(config.db_path(db))
     with store.ingest_lock(db_file, wait):
