@@ -216,12 +216,13 @@ def embed_and_write(
 def prune_missing(
     db: str, roots: list[str], sources: dict[str, list[str]], found: dict[str, int], allow_mass: bool = False
 ) -> dict:
-    """Remove documents whose file is gone, within the bounds of store.prune; returns the removed
-    documents (file or file:line, doc id) and one line per root left alone."""
+    """Remove documents whose file is gone, within the bounds of store.prune; returns how many, the
+    first PRUNED_LISTED of them (file or file:line, doc id) and one line per root left alone."""
     with store.opened(db) as con:
         outcome = store.prune(con, roots, {path: set(ids) for path, ids in sources.items()}, found, allow_mass)
     return {
-        "removed": [[_where(source, line), doc_id] for doc_id, source, line in outcome.removed],
+        "count": len(outcome.removed),
+        "removed": [[_where(source, line), doc_id] for doc_id, source, line in outcome.removed[:PRUNED_LISTED]],
         "refused": [asdict(Failure(display_path(root), None, why)) for root, why in outcome.refused],
     }
 
@@ -350,11 +351,11 @@ def _ingest(
             roots = [p for p in paths if Path(p).is_dir()]
             outcome = prune_missing(db_file, roots, planned.sources, files_under(roots, files), allow_mass_prune)
             pruned = outcome["removed"]
-            counts["removed"] = len(pruned)
+            counts["removed"] = outcome["count"]
             failures.extend(Failure(**f) for f in outcome["refused"])
             if pruned:
-                logger.info("pruned %d documents whose file is gone: %s%s", len(pruned),
-                            ", ".join(where for where, _ in pruned[:20]), " ..." if len(pruned) > 20 else "")
+                logger.info("pruned %d documents whose file is gone: %s%s", outcome["count"],
+                            ", ".join(where for where, _ in pruned[:20]), " ..." if outcome["count"] > 20 else "")
         rebuilt = refresh_search_index(db_file)
         status = "completed"
     finally:
@@ -373,7 +374,7 @@ def _ingest(
         "failures": [str(f) for f in failures],
         "warnings": planned.warnings,
         # (file or file:line, doc id) of what --prune removed; the first ones only, the count is "removed"
-        "pruned": pruned[:PRUNED_LISTED],
+        "pruned": pruned,
     }
     for failure in failures:
         logger.error("%s", failure)
@@ -388,7 +389,7 @@ def _artifact(summary: dict) -> None:
                     "tokens_embedded", "parse_seconds", "embed_seconds", "write_seconds", "total_seconds")
     ]
     rows += [{"measure": "failure", "value": f} for f in summary["failures"]]
-    rows += [{"measure": "pruned", "value": f"{where} ({doc_id})"} for where, doc_id in summary["pruned"]]
+    rows += [{"measure": "pruned", "value": f"{where} ({doc_id})"} for where, doc_id in summary["pruned"][:100]]
     create_table_artifact(
         key="ingest-summary",
         table=rows,

@@ -165,7 +165,8 @@ def ingest_lock(
 
     The sidecar can be deleted or replaced while a run holds it, and a second run would then lock a
     fresh file. So the run also holds an flock on the warehouse file itself, which ingestion never
-    replaces: flock and DuckDB's own fcntl locks do not interact, so readers are not affected.
+    replaces: flock and DuckDB's own fcntl locks do not interact on local file systems, so readers
+    are not affected.
     """
     path = Path(f"{db}.ingest.lock")
     deadline = time.monotonic() + wait
