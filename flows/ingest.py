@@ -41,6 +41,8 @@ DEFAULT_PART_CHARS = 4_000_000
 # Sequences per forward pass. Measured on the 2-core AVX512-BF16 machine with ~128-token chunks:
 # bf16 reaches ~9.8k tokens/s at 32, ~8.5k at 128 (wider batches spill the cache).
 ENCODE_BATCH_SIZE = 32
+# Removed documents named in the summary; a mass prune reports its count and the first ones.
+PRUNED_LISTED = 1000
 
 
 @dataclass
@@ -211,9 +213,32 @@ def embed_and_write(
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
-def prune_missing(db: str, roots: list[str], sources: dict[str, list[str]]) -> list[str]:
+def prune_missing(
+    db: str, roots: list[str], sources: dict[str, list[str]], found: dict[str, int], allow_mass: bool = False
+) -> dict:
+    """Remove documents whose file is gone, within the bounds of store.prune; returns how many, the
+    first PRUNED_LISTED of them (file or file:line, doc id) and one line per root left alone."""
     with store.opened(db) as con:
-        return store.prune(con, roots, {path: set(ids) for path, ids in sources.items()})
+        outcome = store.prune(con, roots, {path: set(ids) for path, ids in sources.items()}, found, allow_mass)
+    return {
+        "count": len(outcome.removed),
+        "removed": [[_where(source, line), doc_id] for doc_id, source, line in outcome.removed[:PRUNED_LISTED]],
+        "refused": [asdict(Failure(display_path(root), None, why)) for root, why in outcome.refused],
+    }
+
+
+def _where(source: str, line: int | None) -> str:
+    shown = display_path(source)
+    return shown if line is None else f"{shown}:{line}"
+
+
+def files_under(roots: list[str], files: list[str]) -> dict[str, int]:
+    """How many candidate files this run found under each root folder."""
+    counts = {}
+    for root in roots:
+        prefixes = {os.path.abspath(root).rstrip("/") + "/", os.path.realpath(root).rstrip("/") + "/"}
+        counts[root] = sum(1 for f in files if any(os.path.abspath(f).startswith(p) for p in prefixes))
+    return counts
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
@@ -221,6 +246,25 @@ def refresh_search_index(db: str) -> bool:
     """Rebuild the keyword index if the chunks changed, including after an earlier crashed run."""
     with store.opened(db) as con:
         return store.refresh_search_index(con)
+
+
+class OptionError(ValueError):
+    """An ingest option out of its range (the CLI checks the same bounds before it gets here)."""
+
+
+def check_options(max_tokens: int, overlap_sentences: int, wait: float, batch_chars: int, part_chars: int) -> None:
+    """Refuse values that would fail deep inside a run (a zero budget), lose text silently (a
+    negative overlap skips sentences) or never end (a NaN wait): deployments and the Python API
+    pass parameters without the CLI's checks."""
+    problems = []
+    for name, value, low in (("max_tokens", max_tokens, 1), ("overlap_sentences", overlap_sentences, 0),
+                             ("batch_chars", batch_chars, 1), ("part_chars", part_chars, 1)):  # fmt: skip
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            problems.append(f"{name} must be a whole number >= {low}, got {value!r}")
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not wait >= 0:
+        problems.append(f"wait must be a number of seconds >= 0, got {wait!r}")
+    if problems:
+        raise OptionError("; ".join(problems))
 
 
 def _flow_run_id() -> str | None:
@@ -239,20 +283,25 @@ def ingest(
     batch_chars: int = DEFAULT_BATCH_CHARS,
     part_chars: int = DEFAULT_PART_CHARS,
     wait: float = DEFAULT_WAIT,
+    allow_mass_prune: bool = False,
 ) -> dict:
     """Ingest article files into the warehouse; returns the run summary.
 
     One ingestion writes a warehouse at a time: a run that finds another one going waits up to
-    `wait` seconds for it (saying so), then fails without touching anything."""
+    `wait` seconds for it (saying so), then fails without touching anything. With `prune`, a folder
+    in which no files were found, or that would lose more than half of its documents, keeps them
+    all (one failure line says so) unless `allow_mass_prune`."""
     config.offline_env()
+    check_options(max_tokens, overlap_sentences, wait, batch_chars, part_chars)
     paths = [str(p) for p in (paths or [config.DEFAULT_SEEDS])]
     db_file = str(config.db_path(db))
     with store.ingest_lock(db_file, wait):
-        return _ingest(paths, db_file, prune, max_tokens, overlap_sentences, batch_chars, part_chars)
+        return _ingest(paths, db_file, prune, max_tokens, overlap_sentences, batch_chars, part_chars, allow_mass_prune)
 
 
 def _ingest(
-    paths: list[str], db_file: str, prune: bool, max_tokens: int, overlap_sentences: int, batch_chars: int, part_chars: int
+    paths: list[str], db_file: str, prune: bool, max_tokens: int, overlap_sentences: int, batch_chars: int, part_chars: int,
+    allow_mass_prune: bool = False,
 ) -> dict:
     logger = get_run_logger()
     started = time.perf_counter()
@@ -268,6 +317,7 @@ def _ingest(
             run_id = store.start_run(con, paths, _flow_run_id(), info.fingerprint)
     counts: dict[str, float] = {name: 0 for name in store.RUN_COUNTERS}
     failures: list[Failure] = []
+    pruned: list[list[str]] = []
     status = "failed"
     try:
         files, missing, odd_folders = discover(paths)
@@ -298,8 +348,14 @@ def _ingest(
             if on_progress:
                 on_progress(done_chars, total_chars)
         if prune:
-            removed = prune_missing(db_file, [p for p in paths if Path(p).is_dir()], planned.sources)
-            counts["removed"] = len(removed)
+            roots = [p for p in paths if Path(p).is_dir()]
+            outcome = prune_missing(db_file, roots, planned.sources, files_under(roots, files), allow_mass_prune)
+            pruned = outcome["removed"]
+            counts["removed"] = outcome["count"]
+            failures.extend(Failure(**f) for f in outcome["refused"])
+            if pruned:
+                logger.info("pruned %d documents whose file is gone: %s%s", outcome["count"],
+                            ", ".join(where for where, _ in pruned[:20]), " ..." if outcome["count"] > 20 else "")
         rebuilt = refresh_search_index(db_file)
         status = "completed"
     finally:
@@ -317,6 +373,8 @@ def _ingest(
         "search_index_rebuilt": rebuilt,
         "failures": [str(f) for f in failures],
         "warnings": planned.warnings,
+        # (file or file:line, doc id) of what --prune removed; the first ones only, the count is "removed"
+        "pruned": pruned,
     }
     for failure in failures:
         logger.error("%s", failure)
@@ -331,6 +389,7 @@ def _artifact(summary: dict) -> None:
                     "tokens_embedded", "parse_seconds", "embed_seconds", "write_seconds", "total_seconds")
     ]
     rows += [{"measure": "failure", "value": f} for f in summary["failures"]]
+    rows += [{"measure": "pruned", "value": f"{where} ({doc_id})"} for where, doc_id in summary["pruned"][:100]]
     create_table_artifact(
         key="ingest-summary",
         table=rows,

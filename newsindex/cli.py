@@ -100,18 +100,31 @@ def cli() -> None:
     """Turn a folder of news articles into a searchable DuckDB index."""
 
 
+def _not_nan(ctx, param, value):
+    # FloatRange lets NaN through (every comparison with it is false).
+    if value is not None and value != value:
+        raise click.BadParameter("must be a number of seconds, not nan")
+    return value
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path())
 @db_option
 @click.option("--prune", is_flag=True, help="Remove documents whose source file under PATHS no longer exists.")
-@click.option("--max-tokens", default=config.ChunkSettings.max_tokens, show_default=True, help="Token budget per chunk.")
-@click.option("--overlap", default=config.ChunkSettings.overlap_sentences, show_default=True, help="Sentences repeated between chunks.")
+@click.option("--allow-mass-prune", is_flag=True,
+              help="With --prune: also prune a folder where no files were found, or that loses more than half of its documents.")
+@click.option("--max-tokens", default=config.ChunkSettings.max_tokens, show_default=True, type=click.IntRange(min=1),
+              help="Token budget per chunk (the model's limit caps it).")
+@click.option("--overlap", default=config.ChunkSettings.overlap_sentences, show_default=True, type=click.IntRange(min=0),
+              help="Sentences repeated between chunks.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
-@click.option("--wait", default=600.0, show_default=True, help="Seconds to wait for another ingestion of this warehouse to finish.")
+@click.option("--wait", default=600.0, show_default=True, type=click.FloatRange(min=0), callback=_not_nan,
+              help="Seconds to wait for another ingestion of this warehouse to finish.")
 @click.option("-v", "--verbose", is_flag=True, help="Show Prefect's log lines.")
 @domain_errors
 def ingest(
-    paths: Sequence[str], db: str | None, prune: bool, max_tokens: int, overlap: int, as_json: bool, wait: float, verbose: bool
+    paths: Sequence[str], db: str | None, prune: bool, allow_mass_prune: bool, max_tokens: int, overlap: int, as_json: bool,
+    wait: float, verbose: bool,
 ) -> None:
     """Chunk, embed and store the articles under PATHS (default: seeds/).
 
@@ -130,7 +143,8 @@ def ingest(
         ingest_flow.on_progress = report
         try:
             summary = ingest_flow.ingest(
-                paths=run_paths, db=db_file, prune=prune, max_tokens=max_tokens, overlap_sentences=overlap, wait=wait
+                paths=run_paths, db=db_file, prune=prune, max_tokens=max_tokens, overlap_sentences=overlap, wait=wait,
+                allow_mass_prune=allow_mass_prune,
             )
         finally:
             ingest_flow.on_progress = None
@@ -296,6 +310,16 @@ def _print_summary(summary: dict) -> None:
         console.print(f"[yellow]warning[/] {escape(warning)}", highlight=False, soft_wrap=True)
     for failure in summary["failures"]:
         console.print(f"[red]failed[/] {escape(failure)}", highlight=False, soft_wrap=True)
+    pruned = summary.get("pruned", [])
+    for where, doc_id in pruned[:PRUNED_SHOWN]:
+        console.print(f"removed {escape(where)} ({escape(doc_id)})", highlight=False, soft_wrap=True)
+    if summary["removed"] > min(len(pruned), PRUNED_SHOWN):
+        console.print(f"removed … and {summary['removed'] - PRUNED_SHOWN} more (--json lists the first {len(pruned)})",
+                      highlight=False, soft_wrap=True)
+
+
+# Removed documents named one a line after the summary table; the rest are counted.
+PRUNED_SHOWN = 20
 
 
 @cli.command()

@@ -13,14 +13,19 @@ those chunks. Source and document filters and per-article results use the exact 
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
+import os
 import shutil
+import tempfile
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import numpy as np
+
+from newsindex.warehouse import store
 
 
 NPROBE = 32
@@ -65,9 +70,8 @@ def open_index(con: duckdb.DuckDBPyConnection, db: Path) -> VectorIndex:
     if folder in _open and _open[folder][0] == state:
         _checked[con] = (folder, state)
         return _open[folder][1]
-    meta = folder / "meta.json"
-    if not meta.exists() or json.loads(meta.read_text()).get("state") != state:
-        build_index(con, folder, state)
+    if not _built_for(folder, state):
+        _build_once(con, db, folder, state)
     index = VectorIndex(
         np.load(folder / "centroids.npy"),
         np.load(folder / "offsets.npy"),
@@ -83,9 +87,54 @@ def open_index(con: duckdb.DuckDBPyConnection, db: Path) -> VectorIndex:
     return index
 
 
+def _built_for(folder: Path, state: list) -> bool:
+    try:
+        return json.loads((folder / "meta.json").read_text()).get("state") == state
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _build_once(con: duckdb.DuckDBPyConnection, db: Path, folder: Path, state: list) -> None:
+    """Build the index unless another process does: several first searches at once take turns on
+    a lock file, and those that waited find it built. A folder that cannot be written (read-only,
+    full) is one line, not a traceback."""
+    lock = folder.with_name(folder.name + ".lock")
+    try:
+        fd = store.open_lock_file(lock)
+    except store.WarehouseError:
+        why = _why_not_writable(folder.parent)
+        if why is None:
+            raise  # a symlink or a pipe where the lock belongs: its own line says so
+        raise store.WarehouseError(
+            f"{folder}: cannot build the --ann index beside the warehouse ({why}); search without --ann,"
+            " or make the folder writable"
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released by the kernel if the builder dies
+        if _built_for(folder, state):
+            return
+        try:
+            build_index(con, folder, state)
+        except OSError as err:
+            raise store.WarehouseError(
+                f"{folder}: cannot build the --ann index beside the warehouse ({err.strerror or err}); search without --ann"
+            ) from None
+    finally:
+        os.close(fd)
+
+
+def _why_not_writable(folder: Path) -> str | None:
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as err:
+        return err.strerror or str(err)
+    return None
+
+
 def build_index(con: duckdb.DuckDBPyConnection, folder: Path, state: list, seed: int = 0) -> None:
     """k-means on a sample, every vector to its nearest centroid, files written to a temporary
-    folder and renamed into place, so a reader never sees half an index."""
+    folder of this build's own and renamed into place, so a reader never sees half an index and
+    two builders never write into one folder."""
     table = con.execute(
         "SELECT c.chunk_id, c.embedding, coalesce(date_diff('day', DATE '1970-01-01', d.published), $none)::INTEGER AS days"
         " FROM chunks c JOIN documents d USING (doc_id) ORDER BY c.chunk_id",
@@ -108,17 +157,22 @@ def build_index(con: duckdb.DuckDBPyConnection, folder: Path, state: list, seed:
     nearest = _nearest(vectors, centroids)
     order = np.argsort(nearest, kind="stable")
     offsets = np.concatenate([[0], np.cumsum(np.bincount(nearest, minlength=len(centroids)))]).astype(np.int64)
-    tmp = folder.with_name(folder.name + ".building")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    np.save(tmp / "centroids.npy", centroids.astype(np.float32))
-    np.save(tmp / "offsets.npy", offsets)
-    np.save(tmp / "vectors.npy", np.ascontiguousarray(vectors[order], dtype=np.float32))
-    np.save(tmp / "chunk_ids.npy", np.asarray(table.column("chunk_id").to_pylist(), dtype=str)[order])
-    np.save(tmp / "published.npy", table.column("days").to_numpy().astype(np.int32)[order])
-    (tmp / "meta.json").write_text(json.dumps({"state": state, "chunks": n, "lists": len(centroids)}))
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".building-", dir=folder.parent))
+    try:
+        np.save(tmp / "centroids.npy", centroids.astype(np.float32))
+        np.save(tmp / "offsets.npy", offsets)
+        np.save(tmp / "vectors.npy", np.ascontiguousarray(vectors[order], dtype=np.float32))
+        np.save(tmp / "chunk_ids.npy", np.asarray(table.column("chunk_id").to_pylist(), dtype=str)[order])
+        np.save(tmp / "published.npy", table.column("days").to_numpy().astype(np.int32)[order])
+        (tmp / "meta.json").write_text(json.dumps({"state": state, "chunks": n, "lists": len(centroids)}))
+        # The old index moves aside first: rename cannot replace a folder that has files in it.
+        old = Path(tempfile.mkdtemp(prefix=folder.name + ".old-", dir=folder.parent))
+        if folder.exists():
+            folder.rename(old / "index")
+        tmp.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _nearest(vectors: np.ndarray, centroids: np.ndarray, step: int = 65_536) -> np.ndarray:

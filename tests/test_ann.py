@@ -157,3 +157,63 @@ def test_vector_literal_reads_back_as_the_same_float32():
     for v in vectors:
         back = np.array(con.execute("SELECT CAST($v AS FLOAT[384])", {"v": vector_literal(v)}).fetchone()[0], dtype=np.float32)
         assert np.array_equal(back, v)
+
+
+# Several first searches at once, each a process of its own: one builds, the others wait and load.
+_SEARCH_CHILD = """
+import sys, duckdb, numpy as np
+from pathlib import Path
+from newsindex.queries import ann
+from newsindex.warehouse.store import WarehouseError
+path = Path(sys.argv[1])
+con = duckdb.connect(str(path), read_only=True)
+try:
+    index = ann.open_index(con, path)
+except WarehouseError as err:  # what the CLI prints as `Error: ...`
+    sys.exit(f"Error: {err}")
+query = index.vectors[0]
+print(len(index.chunk_ids), *[c for c, _ in ann.nearest_chunks(index, query, 5)])
+"""
+
+
+def _search_children(path, count: int, **kwargs):
+    import subprocess
+    import sys
+
+    children = [subprocess.Popen([sys.executable, "-c", _SEARCH_CHILD, str(path)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, **kwargs) for _ in range(count)]  # fmt: skip
+    return [(child.wait(timeout=600), *child.communicate()) for child in children]
+
+
+def test_concurrent_first_searches_build_one_index_and_all_answer(tmp_path):
+    path = tmp_path / "w.duckdb"
+    synthetic_warehouse(path, clustered(np.random.default_rng(5), 20_000, topics=40))
+    results = _search_children(path, 4)
+    for code, out, err in results:
+        assert code == 0 and "Traceback" not in err, err
+    assert len({out for _, out, _ in results}) == 1, "every search must see the same index"
+    assert results[0][1].split()[0] == "20000"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.duckdb", "w.duckdb.ann", "w.duckdb.ann.lock"]
+
+
+def test_a_read_only_folder_is_one_clear_line(tmp_path):
+    import os
+
+    from test_prune import _without_file_permission_override
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    path = folder / "w.duckdb"
+    synthetic_warehouse(path, clustered(np.random.default_rng(6), 300, topics=5))
+    folder.chmod(0o555)
+    try:
+        kwargs = {"preexec_fn": _without_file_permission_override} if os.geteuid() == 0 else {}
+        [(code, out, err)] = _search_children(path, 1, **kwargs)
+    finally:
+        folder.chmod(0o755)
+    assert code == 1 and "Traceback" not in err, err
+    assert err.strip() == (
+        f"Error: {path}.ann: cannot build the --ann index beside the warehouse (Permission denied);"
+        " search without --ann, or make the folder writable"
+    )
+    assert sorted(p.name for p in folder.iterdir()) == ["w.duckdb"]

@@ -47,6 +47,14 @@ def copies(db: Path) -> tuple[dict[str, int], int]:
         con.close()
 
 
+def tables(db: Path) -> set[str]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    finally:
+        con.close()
+
+
 def test_a_run_gives_up_after_its_bound_naming_the_holder(prefect_server, tmp_path):
     db = tmp_path / "busy.duckdb"
     with store.ingest_lock(db):
@@ -55,7 +63,9 @@ def test_a_run_gives_up_after_its_bound_naming_the_holder(prefect_server, tmp_pa
     assert done.returncode == 1
     assert err.strip().splitlines()[-1].startswith(f"Error: {db}: ingest run (pid {os.getpid()}, since ")
     assert err.strip().endswith("is still writing after 1s; try again later")
-    assert not db.exists(), "a run that never got the lock must not have touched the warehouse"
+    # The holder (this process) made an empty warehouse file to lock; the run that never got the
+    # lock must not have written anything into it.
+    assert tables(db) == set(), "a run that never got the lock must not have touched the warehouse"
 
 
 def test_an_overlapping_run_waits_says_so_and_then_finishes(prefect_server, tmp_path):
@@ -85,6 +95,94 @@ def test_two_runs_started_together_store_one_copy_of_each_document(prefect_serve
     # Whichever ran second found everything already stored and embedded nothing again.
     assert sorted(r["added"] for r in results) == [0, files]
     assert sorted(r["unchanged"] for r in results) == [0, files]
+    per_file, repeated = copies(db)
+    assert len(per_file) == files and set(per_file.values()) == {1}
+    assert repeated == 0
+
+
+# --- the lock file itself: never followed, never truncated, and deleting it changes nothing --------
+
+
+def _refused(db: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([NEWSINDEX, "ingest", str(CORPUS), "--db", str(db)], capture_output=True, text=True,
+                          env=env, timeout=300)  # fmt: skip
+
+
+def test_a_symlink_hard_link_or_pipe_at_the_lock_is_refused_and_its_target_untouched(tmp_path, subprocess_env):
+    precious = tmp_path / "precious.txt"
+    precious.write_text("a file the ingesting user can write, which the lock must never touch\n")
+    before = precious.read_bytes()
+    cases = {
+        "symlink.duckdb": ("is a symlink", lambda lock: lock.symlink_to(precious)),
+        "hardlink.duckdb": ("has 2 hard links", lambda lock: os.link(precious, lock)),
+        "pipe.duckdb": ("is a named pipe, not a regular file", lambda lock: os.mkfifo(lock)),
+    }
+    for name, (problem, make) in cases.items():
+        db = tmp_path / name
+        lock = Path(f"{db}.ingest.lock")
+        make(lock)
+        result = _refused(db, subprocess_env)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.strip().splitlines()[-1] == (
+            f"Error: {lock}: {problem}; refusing to use it as a lock file (remove it)"
+        ), name
+        assert not db.exists(), name
+    assert precious.read_bytes() == before, "the lock must never truncate or write what it points at"
+
+
+def _holder_info(lock: Path) -> dict | None:
+    try:
+        return json.loads(lock.read_text() or "null")
+    except (OSError, ValueError):
+        return None
+
+
+def test_deleting_the_lock_file_while_held_keeps_others_out(tmp_path, subprocess_env):
+    """A real process holds the lock; its file is deleted; a run started then must wait for the
+    holder (here it gives up, naming why), and goes ahead once the holder is done."""
+    db = tmp_path / "held.duckdb"
+    lock = Path(f"{db}.ingest.lock")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom newsindex.warehouse import store\n"
+         f"with store.ingest_lock({str(db)!r}):\n    print('held', flush=True)\n    sys.stdin.readline()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=subprocess_env,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        lock.unlink()
+        blocked = subprocess.run([NEWSINDEX, "ingest", str(CORPUS), "--db", str(db), "--wait", "2"],
+                                 capture_output=True, text=True, env=subprocess_env, timeout=300)  # fmt: skip
+        assert blocked.returncode == 1, blocked.stderr
+        assert blocked.stderr.strip().splitlines()[-1] == (
+            f"Error: {db}: another ingest run (its lock file {lock.name} was removed) is still writing after 2s;"
+            " try again later"
+        )
+        assert tables(db) == set(), "the blocked run must not have written"
+    finally:
+        holder.communicate("done\n", timeout=60)
+    assert holder.returncode == 0
+
+
+def test_two_runs_with_the_lock_file_deleted_between_them_store_one_copy(prefect_server, tmp_path):
+    """The reproduction from the issue: deleting the lock file during a run let a second run go
+    beside it, which stored every document twice."""
+    folder = tmp_path / "news"
+    shutil.copytree(CORPUS, folder)
+    db = tmp_path / "deleted.duckdb"
+    lock = Path(f"{db}.ingest.lock")
+    first = run_ingest(folder, db)
+    wait_for(lambda: (_holder_info(lock) or {}).get("pid") == first.pid, 240, "the first run to take the lock")
+    lock.unlink()
+    second = run_ingest(folder, db)
+    results = []
+    for process in (first, second):
+        out, err = process.communicate(timeout=600)
+        assert process.returncode == 0, err
+        results.append((json.loads(out), err))
+    files = len(list(folder.glob("*.txt")))
+    assert [r["added"] for r, _ in results] == [files, 0]
+    assert results[1][0]["unchanged"] == files
+    assert "waiting for another ingest run (its lock file" in results[1][1]
     per_file, repeated = copies(db)
     assert len(per_file) == files and set(per_file.values()) == {1}
     assert repeated == 0

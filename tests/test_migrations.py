@@ -160,3 +160,56 @@ def test_failed_migration_leaves_the_file_untouched(db, monkeypatch):
     monkeypatch.setattr(store, "migrations", lambda: real)
     with store.opened(db) as con:
         assert con.execute("SELECT count(*) FROM chunks").fetchone()[0] == 3
+
+
+# --- a warehouse made by a newer newsindex -----------------------------------------------------
+
+
+def _files_beside(db) -> dict[str, tuple[bytes, int]]:
+    """Every file of the warehouse (the database, a WAL), as bytes and modification time."""
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in db.parent.iterdir()
+            if p.name == db.name or p.name.startswith(db.name + ".wal")}  # fmt: skip
+
+
+def test_a_newer_warehouse_is_refused_by_writers_and_readers_and_left_unchanged(db, subprocess_env):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import SEEDS
+
+    with store.opened(db) as con:
+        store.register_model(con, "fp-new", "new-model", 384)
+        store.write_documents(con, [_doc("a", ["Alpha one.", "Alpha two."])], np.eye(2, 384, dtype=np.float32), "fp-new")
+        # What a newer release did: a migration this code has never seen, which renamed a column.
+        con.execute("ALTER TABLE documents RENAME COLUMN title TO headline")
+        con.execute("INSERT INTO _migrations VALUES (7, 'future_schema', current_timestamp)")
+        con.execute("CHECKPOINT")
+    before = _files_beside(db)
+    known = max(m.version for m in store.migrations())
+    expected = f"Error: {db}: made by a newer newsindex (schema 7, this one knows up to {known}); upgrade newsindex"
+
+    newsindex = str(Path(sys.executable).with_name("newsindex"))
+    commands = [
+        ["ingest", str(SEEDS)],
+        ["ingest", str(SEEDS), "--prune"],
+        ["stats"],
+        ["search", "alpha"],
+        ["sql", "SELECT count(*) FROM documents"],
+        ["query", "latest_articles"],
+    ]
+    for command in commands:
+        result = subprocess.run([newsindex, *command, "--db", str(db)], capture_output=True, text=True,
+                                env=subprocess_env, timeout=300)  # fmt: skip
+        assert result.returncode == 1, (command, result.stderr)
+        assert result.stderr.strip().splitlines()[-1] == expected, (command, result.stderr)
+        assert "Traceback" not in result.stderr, command
+    assert _files_beside(db) == before, "the newer warehouse must be left byte for byte as it was"
+
+    con = store.connect(db)
+    try:
+        with pytest.raises(store.WarehouseError, match="made by a newer newsindex"):
+            store.migrate(con)
+    finally:
+        con.close()
+    assert _files_beside(db) == before

@@ -8,15 +8,17 @@ closed again: a DuckDB file admits one process at a time, and holding it would b
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import fcntl
 import json
 import logging
 import os
 import re
 import socket
+import stat
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -124,6 +126,7 @@ def opened(db: str | Path, *, read_only: bool = False, wait: float | None = None
     """A migrated connection (read-write) or a checked one (read-only), closed afterwards."""
     con = connect(db, read_only=read_only, wait=wait)
     try:
+        refuse_newer_schema(con, db)
         if read_only:
             pending = pending_migrations(con)
             if pending:
@@ -160,37 +163,131 @@ def ingest_lock(
     between batches so that readers get in. Two overlapping runs (a slow scheduled one and a manual
     one) would then interleave their plans and writes. An flock on a sidecar file spans the run; the
     kernel drops it when the holder dies, so a killed run never leaves it stuck.
+
+    The sidecar can be deleted or replaced while a run holds it, and a second run would then lock a
+    fresh file. So the run also holds an flock on the warehouse file itself, which ingestion never
+    replaces: flock and DuckDB's own fcntl locks do not interact on local file systems, so readers
+    are not affected.
     """
     path = Path(f"{db}.ingest.lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + wait
     try:
-        deadline = time.monotonic() + wait
-        delay, told = 0.1, False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                holder = _lock_holder(fd)
-                if time.monotonic() >= deadline:
-                    raise IngestBusy(f"{db}: {holder} is still writing after {wait:.0f}s; try again later") from None
-                if not told:
-                    # Through the same logger as waits for the file lock: the CLI prints it, and a
-                    # flow run sends it to Prefect (PREFECT_LOGGING_EXTRA_LOGGERS).
-                    log.warning("%s: waiting for %s to finish", db, holder)
-                    told = True
-                time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-                delay = min(delay * 2, 2.0)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "since": dt.datetime.now().isoformat(timespec="seconds")}).encode(), 0)
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise WarehouseError(f"{path.parent}: cannot create the warehouse folder ({err.strerror or err})") from None
+    while True:
+        fd = open_lock_file(path)
         try:
-            yield
+            _flock_waiting(fd, deadline, wait, str(db), lambda: _lock_holder(fd))
+            # The standard check: the file locked must still be the one at the path. A run that
+            # waited on a file someone then removed would otherwise run beside whoever locks the
+            # new one.
+            if _same_file(fd, path):
+                break
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    try:
+        guard = _warehouse_guard(Path(db))
+        try:
+            _flock_waiting(guard, deadline, wait, str(db), lambda: f"another ingest run (its lock file {path.name} was removed)")
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps({"pid": os.getpid(), "since": dt.datetime.now().isoformat(timespec="seconds")}).encode(), 0)
+            except OSError:
+                pass  # who holds the lock is only for messages; a full disk must not stop the run here
+            try:
+                yield
+            finally:
+                try:
+                    os.ftruncate(fd, 0)
+                except OSError:
+                    pass
         finally:
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            # Closed only once the run closed its connections: closing any descriptor of a file
+            # drops the process's fcntl locks on it, DuckDB's included (POSIX).
+            os.close(guard)
     finally:
         os.close(fd)
+
+
+def open_lock_file(path: Path) -> int:
+    """A descriptor for the lock file at `path`, created if missing. Never through a symlink (that
+    could point anywhere the user can write), never truncated on open, and only a regular file with
+    one link: anything else there is refused, with one line, rather than written to."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as err:
+        if err.errno == errno.ELOOP or path.is_symlink():
+            raise WarehouseError(f"{path}: is a symlink; refusing to use it as a lock file (remove it)") from None
+        raise WarehouseError(f"{path}: cannot open the lock file ({err.strerror or err}); the warehouse folder must be writable") from None
+    info = os.fstat(fd)
+    problem = None
+    if not stat.S_ISREG(info.st_mode):
+        problem = f"is {_file_kind(info.st_mode)}, not a regular file"
+    elif info.st_nlink != 1:
+        problem = f"has {info.st_nlink} hard links"
+    if problem:
+        os.close(fd)
+        raise WarehouseError(f"{path}: {problem}; refusing to use it as a lock file (remove it)")
+    return fd
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):  # fmt: skip
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        there = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    here = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+def _warehouse_guard(db: Path) -> int:
+    """A read-only descriptor of the warehouse file for the run's second flock, creating an empty
+    DuckDB file first if there is none yet (read-only: it can never write the file)."""
+    if not db.exists():
+        try:
+            duckdb.connect(str(db)).close()
+        except duckdb.Error as err:
+            raise WarehouseError(f"{db}: cannot create the warehouse ({_first_line(err)})") from None
+    try:
+        return os.open(db, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as err:
+        raise WarehouseError(f"{db}: cannot open the warehouse ({err.strerror or err})") from None
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def _flock_waiting(fd: int, deadline: float, wait: float, db: str, holder: Callable[[], str]) -> None:
+    """Take an exclusive flock on `fd`, saying once that it waits, until `deadline`; then IngestBusy."""
+    delay, told = 0.1, False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            who = holder()
+            if time.monotonic() >= deadline:
+                raise IngestBusy(f"{db}: {who} is still writing after {wait:.0f}s; try again later") from None
+            if not told:
+                # Through the same logger as waits for the file lock: the CLI prints it, and a
+                # flow run sends it to Prefect (PREFECT_LOGGING_EXTRA_LOGGERS).
+                log.warning("%s: waiting for %s to finish", db, who)
+                told = True
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 2.0)
 
 
 def _lock_holder(fd: int) -> str:
@@ -210,6 +307,19 @@ def _applied_versions(con: duckdb.DuckDBPyConnection) -> set[int]:
     return {row[0] for row in con.execute("SELECT version FROM _migrations").fetchall()}
 
 
+def refuse_newer_schema(con: duckdb.DuckDBPyConnection, db: str | Path) -> None:
+    """WarehouseError if a migration this code does not know was applied: a newer newsindex made
+    the file, and old code would write rows its schema no longer means, or fail half way on a
+    renamed column. Readers are refused too: no query here knows what the new schema means.
+    Nothing is written before this check, so the file stays exactly as it was."""
+    known = {m.version for m in migrations()}
+    unknown = _applied_versions(con) - known
+    if unknown:
+        raise WarehouseError(
+            f"{db}: made by a newer newsindex (schema {max(unknown)}, this one knows up to {max(known)}); upgrade newsindex"
+        )
+
+
 def pending_migrations(con: duckdb.DuckDBPyConnection) -> list[Migration]:
     applied = _applied_versions(con)
     return [m for m in migrations() if m.version not in applied]
@@ -217,6 +327,7 @@ def pending_migrations(con: duckdb.DuckDBPyConnection) -> list[Migration]:
 
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Apply every pending migration in one transaction and record each; returns their names."""
+    refuse_newer_schema(con, _path_of(con))
     pending = pending_migrations(con)
     if not pending:
         return []
@@ -234,11 +345,15 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
                     "INSERT INTO _migrations VALUES (?, ?, current_timestamp)", [migration.version, migration.name]
                 )
     except duckdb.Error as err:
-        path = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0]
+        path = _path_of(con)
         step = f"migration {current.version:03d}_{current.name}" if current else "migrating"
         first_line = str(err).strip().splitlines()[0]
         raise WarehouseError(f"{path}: {step} failed ({first_line}); the warehouse was left unchanged") from None
     return [f"{m.version:03d}_{m.name}" for m in pending]
+
+
+def _path_of(con: duckdb.DuckDBPyConnection) -> str:
+    return con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0]
 
 
 # --- extensions and the full-text index ---------------------------------------------------------
@@ -466,26 +581,89 @@ def _vector_column(matrix):
     return pa.FixedSizeListArray.from_arrays(pa.array(matrix.ravel(), pa.float32()), matrix.shape[1])
 
 
-def prune(con: duckdb.DuckDBPyConnection, roots: Iterable[str], keep: dict[str, set[str]]) -> list[str]:
+@dataclass
+class PruneResult:
+    removed: list[tuple[str, str, int | None]]  # (doc id, source path, line) of each document removed
+    refused: list[tuple[str, str]]  # (root, why its documents were all kept)
+
+
+# Removing more than this share of a root's stored documents in one run needs the override: a
+# folder that lost most of its files at once is more often a dropped mount or a mistake than news.
+MASS_PRUNE_SHARE = 0.5
+MASS_PRUNE_FLAG = "--allow-mass-prune"
+
+
+def prune(
+    con: duckdb.DuckDBPyConnection,
+    roots: Iterable[str],
+    keep: dict[str, set[str]],
+    found: dict[str, int] | None = None,
+    allow_mass: bool = False,
+) -> PruneResult:
     """Remove documents whose source file under one of `roots` no longer exists, and documents of
-    files read in this run (`keep`: source path -> doc ids seen there) that the file no longer has."""
-    removed: list[str] = []
-    rows = con.execute("SELECT doc_id, source_path FROM documents").fetchall()
-    root_paths = [str(Path(r).resolve()) for r in roots]
-    for doc_id, source in rows:
-        under = any(source == root or source.startswith(root.rstrip("/") + "/") for root in root_paths)
-        if not under:
+    files read in this run (`keep`: source path -> doc ids seen there) that the file no longer has.
+
+    A root where this run found no files (`found`: root -> files found; an empty folder or a mount
+    that dropped) or that would lose more than half of its stored documents is left as it is, with
+    one line saying so, unless `allow_mass`. A document is only removed when its file is known to be
+    gone: under a folder that cannot be listed, or where stat fails otherwise, it stays."""
+    rows = con.execute("SELECT doc_id, source_path, line FROM documents").fetchall()
+    result = PruneResult([], [])
+    listable: dict[str, bool] = {}
+    doomed: list[str] = []
+    for given in roots:
+        root = str(Path(given).resolve())
+        prefix = root.rstrip("/") + "/"
+        mine = [row for row in rows if row[1] == root or row[1].startswith(prefix)]
+        going = [row for row in mine if _is_gone(row[0], row[1], keep, root, listable)]
+        if not going:
             continue
-        if source in keep:
-            if doc_id not in keep[source]:
-                removed.append(doc_id)
-        elif not Path(source).exists():
-            removed.append(doc_id)
-    if removed:
+        files = (found or {}).get(given, 1)
+        why = None
+        if files == 0:
+            why = f"no article files found under it (empty, or not mounted?); its {len(mine)} stored documents were kept"
+        elif len(going) > MASS_PRUNE_SHARE * len(mine):
+            why = f"{len(going)} of its {len(mine)} stored documents would go (more than half); all were kept"
+        if why and not allow_mass:
+            result.refused.append((given, f"not pruned: {why}; pass {MASS_PRUNE_FLAG} to remove them"))
+            continue
+        result.removed.extend(going)
+        doomed.extend(row[0] for row in going)
+    if doomed:
         with transaction(con):
-            con.execute("DELETE FROM chunks WHERE doc_id IN (SELECT unnest(?))", [removed])
-            con.execute("DELETE FROM documents WHERE doc_id IN (SELECT unnest(?))", [removed])
-    return removed
+            con.execute("DELETE FROM chunks WHERE doc_id IN (SELECT unnest(?))", [doomed])
+            con.execute("DELETE FROM documents WHERE doc_id IN (SELECT unnest(?))", [doomed])
+    return result
+
+
+def _is_gone(doc_id: str, source: str, keep: dict[str, set[str]], root: str, listable: dict[str, bool]) -> bool:
+    if source in keep:
+        return doc_id not in keep[source]
+    try:
+        os.stat(source)
+        return False
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except OSError:
+        return False  # permission denied, I/O error: not known to be gone
+    # Gone, as far as stat can tell; but a folder on the way that cannot be listed (the run could not
+    # see its files either) says nothing about them.
+    folder = os.path.dirname(source)
+    while len(folder) >= len(root):
+        if folder not in listable:
+            try:
+                os.listdir(folder)
+                listable[folder] = True
+            except FileNotFoundError:
+                listable[folder] = True  # gone with its files: that is what pruning is for
+            except OSError:
+                listable[folder] = False
+        if not listable[folder]:
+            return False
+        if folder == root:
+            break
+        folder = os.path.dirname(folder)
+    return True
 
 
 # --- runs ---------------------------------------------------------------------------------------
