@@ -217,6 +217,7 @@ def test_sigterm_with_a_run_in_flight_pauses_and_a_second_server_of_it_is_refuse
                 " stop that one first, or serve this one under another --name"
             )
             assert "serving deployment" not in second.stdout
+            assert served.poll() is None, "the first one serves on"
 
             os.killpg(served.pid, signal.SIGTERM)
             assert served.wait(timeout=60) == 0
