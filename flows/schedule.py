@@ -173,24 +173,37 @@ def serve(chosen: Plan) -> None:
     with temporary_settings(settings):
         # limit=1: a slow run is not joined by the next; the ingest lock covers manual runs too.
         runner = _stoppable_runner()(name=chosen.name, pause_on_shutdown=True, limit=1)
-        deployment_id = runner.add_flow(
-            ingest,
-            name=chosen.name,
-            cron=chosen.cron,
-            interval=chosen.every,
-            parameters=chosen.parameters,
-            description=f"Ingest {', '.join(chosen.parameters['paths'])} into {chosen.parameters['db']}",
-            tags=["newsindex"],
-            # Runs import the installed package rather than a file path relative to this directory.
-            entrypoint_type=EntrypointType.MODULE_PATH,
-        )
-        runner.deployment_id = deployment_id
+        # Until the runner installs its own handler, SIGTERM leaves the way Ctrl-C does.
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+        deployment_id = None
         try:
+            deployment_id = runner.add_flow(
+                ingest,
+                name=chosen.name,
+                cron=chosen.cron,
+                interval=chosen.every,
+                parameters=chosen.parameters,
+                description=f"Ingest {', '.join(chosen.parameters['paths'])} into {chosen.parameters['db']}",
+                tags=["newsindex"],
+                # Runs import the installed package rather than a file path relative to this directory.
+                entrypoint_type=EntrypointType.MODULE_PATH,
+            )
+            runner.deployment_id = deployment_id
             asyncio.run(runner.start())
         except KeyboardInterrupt:
             pass  # Ctrl-C, or SIGTERM turned into it: the runner has wound down
         finally:
-            _ensure_paused(deployment_id)
+            signal.signal(signal.SIGTERM, previous)
+            if deployment_id is not None:
+                try:
+                    _ensure_paused(deployment_id)
+                except Exception as err:  # the server went away meanwhile
+                    first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                    raise ScheduleError(f"could not pause deployment ingest/{chosen.name}: {first_line}") from None
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _stoppable_runner() -> type:
