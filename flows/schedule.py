@@ -194,12 +194,18 @@ def serve(chosen: Plan) -> None:
             pass  # Ctrl-C, or SIGTERM turned into it: the runner has wound down
         finally:
             signal.signal(signal.SIGTERM, previous)
-            if deployment_id is not None:
-                try:
+            try:
+                if deployment_id is not None:
                     _ensure_paused(deployment_id)
-                except Exception as err:  # the server went away meanwhile
-                    first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-                    raise ScheduleError(f"could not pause deployment ingest/{chosen.name}: {first_line}") from None
+            except Exception as err:  # the server went away meanwhile
+                raise ScheduleError(f"could not pause deployment ingest/{chosen.name}: {_first_line(err)}") from None
+            finally:
+                if runner.deadline is not None:  # wound down in time (and this may be a host process)
+                    runner.deadline.cancel()
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def _interrupt(signum, frame) -> None:
@@ -224,27 +230,30 @@ def _stoppable_runner() -> type:
         """
 
         deployment_id = None
+        deadline: threading.Timer | None = None
 
         def handle_sigterm(self, *args) -> None:
             self._logger.info("SIGTERM received: cancelling runs in flight, pausing the deployment")
-            timer = threading.Timer(STOP_GRACE_S, _leave_now, args=(self.deployment_id,))
-            timer.daemon = True
-            timer.start()
+            if self.deadline is None:
+                self.deadline = threading.Timer(STOP_GRACE_S, _leave_now, args=(self.deployment_id,))
+                self.deadline.daemon = True
+                self.deadline.start()
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:  # not serving yet: leave the way Ctrl-C does
                 signal.raise_signal(signal.SIGINT)
                 return
             # From a signal handler, only the thread-safe entry into the loop is safe.
-            loop.call_soon_threadsafe(lambda: self._stopping_tasks.append(loop.create_task(self._stop())))
+            loop.call_soon_threadsafe(self._begin_stop)
+
+        def _begin_stop(self) -> None:
+            self._stop_task = asyncio.ensure_future(self._stop())
 
         async def _stop(self) -> None:
             try:
                 await self.astop()
-            except RuntimeError:  # "Runner has not yet started"
+            except RuntimeError:  # "Runner has not yet started", or a second SIGTERM
                 signal.raise_signal(signal.SIGINT)
-
-        _stopping_tasks: list = []
 
     return StoppableRunner
 
@@ -263,7 +272,7 @@ def _leave_now(deployment_id) -> None:
         if deployment_id is not None:
             _ensure_paused(deployment_id)
     except Exception as err:  # the server may be gone; say so, and leave all the same
-        os.write(2, f"Error: could not pause the deployment: {err}\n".encode())
+        os.write(2, f"Error: could not pause the deployment: {_first_line(err)}\n".encode())
         code = 1
     else:
         os.write(1, b"stopped after SIGTERM: winding down took too long; the deployment is paused\n")
