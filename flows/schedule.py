@@ -69,11 +69,10 @@ def check_cron(expression: str) -> str:
             " (minute hour day-of-month month day-of-week), e.g. '*/10 * * * *'"
         )
     from prefect.client.schemas.schedules import CronSchedule
-    from pydantic import ValidationError
 
     try:
         return CronSchedule(cron=value).cron
-    except ValidationError:
+    except ValueError:  # pydantic's ValidationError is one
         raise ScheduleError(f"--cron {expression!r}: not a valid cron expression (e.g. '*/10 * * * *')") from None
 
 
