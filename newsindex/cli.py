@@ -226,8 +226,9 @@ def server_status(as_json: bool) -> None:
 @db_option
 @domain_errors
 def schedule(paths: Sequence[str], cron: str | None, every: str | None, prune: bool, name: str | None, db: str | None) -> None:
-    """Ingest PATHS (default: seeds/) on a schedule, served until Ctrl-C (which pauses it).
+    """Ingest PATHS (default: seeds/) on a schedule, served until Ctrl-C or SIGTERM (which pause it).
 
+    One process serves a deployment: a second `schedule` of the same --name is refused.
     Needs a Prefect server: `newsindex server start`, or $PREFECT_API_URL."""
     config.offline_env()
     from newsindex.flows import schedule as scheduling
@@ -235,10 +236,13 @@ def schedule(paths: Sequence[str], cron: str | None, every: str | None, prune: b
     chosen = scheduling.plan(list(paths), db, prune, cron, every, name)
     when = f"cron {chosen.cron}" if chosen.cron else f"every {every}"
     ui = chosen.api_url.removesuffix("/api")
-    click.echo(f"serving deployment ingest/{chosen.name} ({when}) into {chosen.parameters['db']}")
-    click.echo(f"runs show at {ui}/runs; Ctrl-C stops serving and pauses the schedule")
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "INFO")
-    scheduling.serve(chosen)
+    with scheduling.serving_lock(chosen):
+        click.echo(f"serving deployment ingest/{chosen.name} ({when}) into {chosen.parameters['db']}")
+        click.echo(f"runs show at {ui}/runs; Ctrl-C or SIGTERM stops serving and pauses the schedule")
+        # Prefect configures its logging once, when first imported, from the environment: no
+        # settings context exists yet to carry this.
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "INFO")
+        scheduling.serve(chosen)
     click.echo(f"stopped; deployment ingest/{chosen.name} is paused")
 
 

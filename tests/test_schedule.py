@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from conftest import free_port, write
 
 from newsindex.cli import cli
-from newsindex.flows.schedule import ScheduleError, deployment_name, parse_duration
+from newsindex.flows.schedule import ScheduleError, check_cron, deployment_name, parse_duration
 from newsindex.warehouse import store
 
 NEWSINDEX = str(Path(sys.executable).with_name("newsindex"))
@@ -134,12 +134,26 @@ def test_schedule_needs_a_reachable_server(tmp_path, monkeypatch):
         ([], "give exactly one of --cron EXPR or --every DURATION"),
         (["--every", "soon"], "--every 'soon': expected a duration like 90s, 5m, 1h30m or 2d"),
         (["--cron", "every tuesday"], "--cron 'every tuesday': not a valid cron expression"),
+        # croniter reads a sixth field as seconds and a seventh as years: every second.
+        (["--cron", "* * * * * * *"], "--cron '* * * * * * *': not a valid cron expression: expected five fields"),
+        (["--cron", "*/5 * * * * *"], "--cron '*/5 * * * * *': not a valid cron expression: expected five fields"),
+        (["--cron", "61 * * * *"], "--cron '61 * * * *': not a valid cron expression"),
+        (["--every", "400d"], "--every '400d': the interval may be at most 365 days"),
+        (["--every", "9" * 400], "the interval may be at most 365 days"),
+        (["--every", "5m", "--name", "news/wires"], "--name 'news/wires': use up to 100 letters, digits and . _ + -"),
+        (["--every", "5m", "--name", ".."], "--name '..': use up to 100 letters"),
     ],
 )
 def test_schedule_rejects_bad_schedules(prefect_server, tmp_path, args, message):
     result = CliRunner().invoke(cli, ["schedule", str(tmp_path), *args])
     assert result.exit_code == 1
     assert message in result.output
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("expression", ["*/10 * * * *", "0 6 * * mon-fri", "@hourly", "@daily"])
+def test_check_cron_accepts_standard_cron(expression):
+    assert check_cron(expression) == expression
 
 
 def test_schedule_rejects_a_missing_folder(prefect_server, tmp_path):
@@ -165,3 +179,57 @@ def test_parse_duration_rejects(text):
 def test_deployment_name_comes_from_the_folders(tmp_path):
     assert deployment_name([str(tmp_path / "news"), str(tmp_path / "wires")]) == "news+wires"
     assert deployment_name([str(tmp_path / "my news")]) == "my-news"
+
+
+def test_sigterm_with_a_run_in_flight_pauses_and_a_second_server_of_it_is_refused(prefect_server, subprocess_env, tmp_path):
+    """What `systemctl stop` does: SIGTERM to the whole process group while a run is going. Here
+    the run waits for the warehouse's ingest lock, which this test holds."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
+
+    inbox = tmp_path / "inbox"
+    write(inbox / "harbour-crane.txt", article("2024-05-02", "A harbour crane collapsed in Gdansk overnight."))
+    db = tmp_path / "held.duckdb"
+    name = f"held-{os.getpid()}"
+    command = [NEWSINDEX, "schedule", str(inbox), "--every", "2s", "--db", str(db), "--name", name]
+    env = {**subprocess_env, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+    log = (tmp_path / "schedule.log").open("w")
+    with store.ingest_lock(db), get_client(sync_client=True) as client:
+        served = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+
+            def run_in_flight():
+                try:
+                    deployment = client.read_deployment_by_name(f"ingest/{name}")
+                except Exception:
+                    return None  # not registered yet
+                runs = client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[deployment.id]))
+                )
+                return next((run for run in runs if run.state.is_running()), None)
+
+            run = wait_for(run_in_flight, 300, "a scheduled run waiting for the ingest lock")
+
+            second = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+            assert second.returncode == 1
+            assert second.stderr.strip() == (
+                f"Error: deployment ingest/{name} is already served by `newsindex schedule` (pid {served.pid});"
+                " stop that one first, or serve this one under another --name"
+            )
+            assert "serving deployment" not in second.stdout
+            assert served.poll() is None, "the first one serves on"
+
+            os.killpg(served.pid, signal.SIGTERM)
+            assert served.wait(timeout=60) == 0
+            deployment = client.read_deployment(run.deployment_id)
+            assert deployment.paused
+            state = client.read_flow_run(run.id).state
+            assert state.is_final() and not state.is_completed(), state
+        finally:
+            if served.poll() is None:
+                os.killpg(served.pid, signal.SIGKILL)
+            log.close()
+    output = (tmp_path / "schedule.log").read_text()
+    assert f"stopped; deployment ingest/{name} is paused" in output
+    assert "Traceback" not in output
+    assert not db.exists() or stored_files(db) == set(), "the cancelled run stored nothing"

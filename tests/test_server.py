@@ -3,10 +3,14 @@ runs that use it (visible through its API) or fall back to a temporary one when 
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+import threading
+import urllib.request
 from pathlib import Path
 
 import duckdb
@@ -119,3 +123,87 @@ def test_server_state_file_lives_in_the_prefect_home(prefect_server):
     home = Path(os.environ["NEWSINDEX_PREFECT_HOME"])
     assert json.loads((home / "server.json").read_text())["pid"] == prefect_server.pid
     assert (home / "prefect.db").exists(), "the server keeps its SQLite database in its own home"
+
+
+def test_the_ui_asks_the_api_on_the_servers_own_port(prefect_server):
+    # The session's server runs on a free port, never Prefect's default 4200 (issue 16).
+    assert prefect_server.port != server.DEFAULT_PORT
+    with urllib.request.urlopen(f"{prefect_server.ui_url}/ui-settings", timeout=30) as response:
+        settings = json.load(response)
+    assert settings["api_url"] == prefect_server.api_url
+
+
+def test_a_stale_record_neither_blocks_start_nor_lets_stop_signal_another_server(prefect_server, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    # An already migrated database: this start then takes seconds, not the minute migrations can.
+    with sqlite3.connect(Path(prefect_server.home) / "prefect.db") as source, sqlite3.connect(home / "prefect.db") as copy:
+        source.backup(copy)
+    # Another process whose command line reads like a Prefect server, under a reused pid.
+    stranger = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()", "-m", "prefect", "server", "start"], stdin=subprocess.PIPE
+    )
+    stale = {"pid": stranger.pid, "port": free_port(), "home": str(home), "log": str(home / "server.log"),
+             "started_at": 0, "start_ticks": 1}  # fmt: skip
+    try:
+        write(home / "server.json", json.dumps(stale))
+        assert server.recorded(home) is None
+        state = server.start(port=free_port(), home=home, timeout=240)
+        try:
+            assert state.pid != stranger.pid and server.recorded(home) == state
+            with urllib.request.urlopen(f"{state.ui_url}/ui-settings", timeout=30) as response:
+                assert json.load(response)["api_url"] == state.api_url
+        finally:
+            assert server.stop(home) == state
+        assert not server.healthy(state.api_url)
+        write(home / "server.json", json.dumps(stale))
+        assert server.stop(home) is None
+        assert stranger.poll() is None, "neither start nor stop may signal a process it did not start"
+    finally:
+        stranger.communicate(b"")
+
+
+class _SlowHealth(http.server.BaseHTTPRequestHandler):
+    """A real HTTP server whose health endpoint answers late, as a server busy with runs does."""
+
+    delay = 0.0
+    second_request: threading.Event | None = None
+
+    def do_GET(self):
+        if self.second_request is not None and not self.second_request.is_set():
+            type(self).second_request.set()
+            threading.Event().wait(5)  # the first request stalls past the client's timeout
+        else:
+            threading.Event().wait(self.delay)
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"true")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def slow_health():
+    def serve(delay: float = 0.0, stall_first: bool = False) -> str:
+        handler = type("Handler", (_SlowHealth,), {"delay": delay, "second_request": threading.Event() if stall_first else None})
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        httpd.daemon_threads = True
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        servers.append(httpd)
+        return f"http://127.0.0.1:{httpd.server_address[1]}/api"
+
+    servers: list = []
+    yield serve
+    for httpd in servers:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_a_busy_server_is_not_declared_unreachable(slow_health):
+    assert server.healthy(slow_health(delay=1.5))
+
+
+def test_a_health_check_that_times_out_is_tried_again(slow_health):
+    assert server.healthy(slow_health(stall_first=True), timeout=0.5)
+    assert not server.healthy(slow_health(stall_first=True), timeout=0.5, attempts=1)
