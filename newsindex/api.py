@@ -481,6 +481,8 @@ class Index:
             try:
                 statements = readonly.check_statements(con, statement)
             except named.QueryError as err:
+                if "Parser Error" in str(err) or "no SQL statement" in str(err):
+                    raise BadRequest(str(err)) from None
                 raise SqlRefused(str(err)) from None
             if len(statements) != 1:
                 raise BadRequest(f"one statement at a time; got {len(statements)}")

@@ -218,12 +218,15 @@ def _int(value: str, default: int, name: str) -> int:
 
 
 def _status(err: BaseException) -> int:
+    import duckdb
+
     from newsindex.queries.named import QueryError
     from newsindex.queries.session import ModelMismatch
     from newsindex.warehouse.store import WarehouseError
 
     for kind, status in ((api.BadRequest, 400), (api.NotFound, 404), (api.SqlRefused, 403), (api.SqlTimeout, 408),
-                         (api.NotReady, 503), (ModelMismatch, 409), (QueryError, 400), (WarehouseError, 503)):  # fmt: skip
+                         (api.NotReady, 503), (ModelMismatch, 409), (QueryError, 400), (WarehouseError, 503),
+                         (duckdb.Error, 400)):  # fmt: skip
         if isinstance(err, kind):
             return status
     return 500
@@ -242,15 +245,29 @@ def _errors(app: FastAPI) -> None:
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"error": one_line(Exception(err.detail))}, status_code=err.status_code)
 
+    async def known(request: Request, err: Exception) -> JSONResponse:
+        return JSONResponse({"error": one_line(err)}, status_code=_status(err))
+
+    # Registered per class, not only for Exception: Starlette sends a handler for Exception a
+    # response and then re-raises, and uvicorn drops the keep-alive connection.
+    for kind in _known_errors():
+        app.add_exception_handler(kind, known)
+
     @app.exception_handler(Exception)
     async def failed(request: Request, err: Exception) -> JSONResponse:
-        status = _status(err)
-        message = one_line(err) if status != 500 else f"internal error ({type(err).__name__}); see the server log"
-        if status == 500:
-            import logging
+        import logging
 
-            logging.getLogger("newsindex.web").exception("request failed: %s", request.url.path)
-        return JSONResponse({"error": message}, status_code=status)
+        logging.getLogger("newsindex.web").exception("request failed: %s", request.url.path)
+        return JSONResponse({"error": f"internal error ({type(err).__name__}); see the server log"}, status_code=500)
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    import duckdb
+
+    from newsindex.queries.named import QueryError
+    from newsindex.warehouse.store import WarehouseError
+
+    return (api.ApiError, QueryError, WarehouseError, duckdb.Error)
 
 
 class _BodyLimit:
@@ -296,8 +313,13 @@ async def _too_large(send, limit: int) -> None:
 def serve(db: str | None, host: str = "127.0.0.1", port: int = 8750, cors_origins: list[str] | None = None,
           on_ready=None) -> None:  # fmt: skip
     """Load the snapshot, keep it fresh from a background thread, and serve until Ctrl-C."""
+    import numpy  # noqa: F401 - loaded first, so that the limit below reaches its BLAS
     import uvicorn
+    from threadpoolctl import threadpool_limits
 
+    # Concurrency comes from requests; BLAS threads of one request spin-waiting for each other
+    # while 20 requests run made every request slower.
+    threadpool_limits(limits=1, user_api="blas")
     index = Index(db)
     started = time.perf_counter()
     try:
