@@ -72,6 +72,20 @@ def warm_latency(base: str, mode: str, repeat: int = 40) -> tuple[float, float, 
     return statistics.median(spent) * 1000, spent[int(0.95 * len(spent)) - 1] * 1000, statistics.median(took)
 
 
+def in_process(db: Path, mode: str, repeat: int = 40) -> float:
+    """Median ms of Index.search in this process (no HTTP), for the server's overhead by ratio."""
+    from newsindex import Index
+
+    with Index(db) as index:
+        spent = []
+        for i in range(repeat + 5):
+            started = time.perf_counter()
+            index.search(QUERIES[i % len(QUERIES)], k=10, mode=mode)
+            if i >= 5:
+                spent.append(time.perf_counter() - started)
+    return statistics.median(spent) * 1000
+
+
 def load(base: str, mode: str, clients: int, seconds: float) -> dict:
     latencies: list[float] = []
     errors: list[str] = []
@@ -118,6 +132,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--modes", nargs="*", default=["semantic", "hybrid", "keyword"])
+    parser.add_argument("--in-process", action="store_true", help="Also time Index.search without HTTP, in this process, after the server runs")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     db = args.db
@@ -145,6 +160,12 @@ def main() -> None:
     finally:
         process.terminate()
         process.wait(timeout=30)
+    if args.in_process:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=1, user_api="blas")  # as the server runs
+        for mode in args.modes:
+            print(f"{mode:>9} Index.search in-process, no HTTP: p50 {in_process(db, mode):.1f} ms")
     sys.exit(1 if failed else 0)
 
 

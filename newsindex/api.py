@@ -153,6 +153,7 @@ class _Snapshot:
     generation: int
     held_seconds: float
     load_seconds: float
+    cursors: dict = field(default_factory=dict)  # thread id -> that thread's connection
 
 
 _LOCKED = "Could not set lock on file"
@@ -199,7 +200,6 @@ class Index:
         self._wait = wait
         self._snapshot: _Snapshot | None = None
         self._lock = threading.Lock()
-        self._local = threading.local()
         self._checked_at = dt.datetime.now()
         self._last_check = 0.0
         self._stale = False
@@ -229,6 +229,9 @@ class Index:
                     raise NotReady(f"{self.path}: no warehouse here yet; run `newsindex ingest` first")
                 self._stale = True
                 return False
+            if old is not None and ingest_writer(self.path) and not self._due_during_ingest(old):
+                self._stale = True
+                return False
             snapshot = self._load(wait, 0 if old is None else old.generation + 1)
             if snapshot is None:
                 self._stale = True
@@ -238,6 +241,13 @@ class Index:
             return True
         finally:
             self._lock.release()
+
+    @staticmethod
+    def _due_during_ingest(old: _Snapshot) -> bool:
+        """While an ingest run goes on, its batches commit every second or two: copying after each
+        would keep the machine busy with copies and hold up the run. Take one at most every 5 s
+        (or twice the last copy's time); the run's end is picked up as soon as its lock is free."""
+        return (dt.datetime.now() - old.loaded_at).total_seconds() >= max(5.0, 2 * old.load_seconds)
 
     def _load(self, wait: float, generation: int) -> _Snapshot | None:
         from newsindex.queries import session as sessions, warm
@@ -333,10 +343,13 @@ class Index:
         """This thread's connection to the current snapshot: a DuckDB connection serves one thread
         at a time, and one kept per thread keeps search()'s per-connection checks cached."""
         snapshot = self._current()
-        held = getattr(self._local, "held", None)
-        if held is None or held[0] is not snapshot:
-            held = self._local.held = (snapshot, snapshot.con.cursor())
-        return held
+        # Kept on the snapshot, not in a thread-local: an idle thread must not keep a replaced
+        # snapshot (its file and its matrix) alive.
+        ident = threading.get_ident()
+        con = snapshot.cursors.get(ident)
+        if con is None:
+            con = snapshot.cursors[ident] = snapshot.con.cursor()
+        return snapshot, con
 
     def freshness(self) -> Freshness:
         snapshot = self._current()

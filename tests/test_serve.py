@@ -329,3 +329,47 @@ def test_serve_refuses_bad_options(search_db, subprocess_env):
     result = subprocess.run([str(NEWSINDEX), "serve", "--db", str(search_db), "--port", "70000"],
                             env=subprocess_env, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert result.returncode == 2 and "70000" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_python_api_ingest_runs_the_flow_and_sees_its_work(search_db, prefect_server, tmp_path):
+    from newsindex import Index
+
+    db = tmp_path / "copy.duckdb"
+    shutil.copy(search_db, db)
+    article = write(tmp_path / "news" / "tram-strike.md", "---\ntitle: Tram drivers strike in Quillmore\ndate: 2025-03-03\n---\n"
+                    "Tram drivers in Quillmore walked out for a day over rosters, stranding commuters.\n")  # fmt: skip
+    with Index(db) as index:
+        assert index.stats()["documents"] == 15
+        summary = index.ingest([article.parent])
+        assert summary["added"] == 1 and summary["failed"] == 0
+        hits = index.search("Quillmore tram", k=1, mode="keyword")  # no wait: ingest reloads
+        assert hits[0].title == "Tram drivers strike in Quillmore" and hits.freshness.documents == 16
+
+
+def test_serve_without_a_warehouse_yet_says_so(subprocess_env, tmp_path):
+    missing = tmp_path / "none.duckdb"
+    port = free_port()
+    process = subprocess.Popen([str(NEWSINDEX), "serve", "--db", str(missing), "--port", str(port)], env=subprocess_env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/api/search", params={"q": "x"}, timeout=10)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+        assert response.status_code == 503
+        assert "no warehouse here yet" in response.json()["error"]
+        assert not missing.exists()  # serving never creates one
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+def test_sql_values_of_every_kind_come_back_as_json(served):
+    body = served.post("/api/sql", json={"sql": "SELECT 170141183460469231731687303715884105727::HUGEINT AS big, DATE '2024-01-02' AS d,"
+                                                " 1.5::DECIMAL(4,2) AS dec, [1, 2] AS list, {'a': 1} AS s, 'x'::BLOB AS b, NULL AS n,"
+                                                " 'nan'::DOUBLE AS nan"}).json()  # fmt: skip
+    assert body["rows"] == [["170141183460469231731687303715884105727", "2024-01-02", 1.5, [1, 2], {"a": 1}, "78", None, None]]
