@@ -23,7 +23,9 @@ the other), and memory for the matrix (1.5 KB per chunk) plus what DuckDB caches
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import inspect
 import json
 import os
 import re
@@ -153,6 +155,7 @@ class _Snapshot:
     generation: int
     held_seconds: float
     load_seconds: float
+    closer: contextlib.ExitStack
     cursors: dict = field(default_factory=dict)  # thread id -> that thread's connection
 
 
@@ -250,7 +253,7 @@ class Index:
         return (dt.datetime.now() - old.loaded_at).total_seconds() >= max(5.0, 2 * old.load_seconds)
 
     def _load(self, wait: float, generation: int) -> _Snapshot | None:
-        from newsindex.queries import session as sessions, warm
+        from newsindex.queries import readonly, session as sessions, warm
         from newsindex.warehouse import store
 
         started = time.perf_counter()
@@ -258,32 +261,30 @@ class Index:
         if copied is None:
             return None
         copy, signature, held = copied
+        # The copy is opened as `newsindex sql` opens the warehouse (session(): read-only, fts,
+        # embed(), external access off, configuration locked), so the sandbox is the CLI's own.
+        options = {}
+        if "memory_limit" in inspect.signature(sessions.session).parameters and hasattr(readonly, "limits"):
+            options["memory_limit"] = f"{readonly.limits().memory_bytes}B"
+        stack = contextlib.ExitStack()
         try:
-            con = duckdb.connect(str(copy), read_only=True)
-        except duckdb.Error as err:
-            raise store.WarehouseError(f"{self.path}: {_first_line(err)}") from None
+            con = stack.enter_context(sessions.session(copy, **options))
+        except store.WarehouseError as err:
+            raise store.WarehouseError(str(err).replace(str(copy), str(self.path))) from None
         finally:
             # Unlinked at once: the open connection keeps the data, and the space is freed when the
             # snapshot is dropped, even if this process is killed.
             for leftover in (copy, Path(f"{copy}.wal")):
                 leftover.unlink(missing_ok=True)
         try:
-            if store.pending_migrations(con):
-                raise store.WarehouseError(f"{self.path}: schema is out of date; run `newsindex ingest` to migrate it")
-            if con.execute("SELECT count(*) FROM duckdb_schemas() WHERE schema_name = 'fts_main_chunks'").fetchone()[0]:
-                store.load_extension(con, "fts")
             problem = sessions.current_model_check(con)
-            sessions._register_embed(con, problem)
             state = warm.warehouse_state(con)
             vectors = warm.load(con, state)
-            # The same sandbox as `newsindex sql`: user SQL reads this copy and nothing else.
-            con.execute("SET enable_external_access = false")
-            con.execute("SET lock_configuration = true")
         except BaseException:
-            con.close()
+            stack.close()
             raise
         return _Snapshot(con, vectors, signature, dt.datetime.now(), int(state[1]), int(state[0]), problem, generation,
-                         held, time.perf_counter() - started)  # fmt: skip
+                         held, time.perf_counter() - started, stack)  # fmt: skip
 
     def _copy_file(self, wait: float) -> tuple[Path, tuple, float] | None:
         """A private copy of the warehouse file (and its WAL), taken while holding DuckDB's read
@@ -387,7 +388,7 @@ class Index:
             self._background = None
         snapshot, self._snapshot = self._snapshot, None
         if snapshot is not None:
-            snapshot.con.close()
+            snapshot.closer.close()
 
     def __enter__(self) -> Index:
         return self
@@ -434,9 +435,17 @@ class Index:
             result = searching.search(con, query, k=k + offset, mode=mode, filters=filters, per_doc=per_doc, in_memory=False)
             hits, warnings = result.hits, result.warnings
         hits = hits[offset:]
-        for hit in hits:
-            if getattr(hit, "highlights", None) is None:
-                hit.highlights = highlight_spans(hit.text, query)
+        # search() marks the matched words itself where its Hit has `highlights`; the semantic
+        # hits built here, and hits of a search() without them, get them here.
+        marks_them = "highlights" in searching.Hit.__dataclass_fields__
+        if mode == "semantic" or not marks_them:
+            matcher = getattr(searching, "highlights", None)
+            if marks_them and callable(matcher):
+                spans = matcher([hit.text for hit in hits], query, con)
+            else:
+                spans = [highlight_spans(hit.text, query) for hit in hits]
+            for hit, found in zip(hits, spans):
+                hit.highlights = found
         return Hits(hits, query=query, mode=mode, seconds=time.perf_counter() - started, warnings=warnings,
                     freshness=self.freshness())  # fmt: skip
 
