@@ -504,8 +504,8 @@ def run_query(name, params, max_rows, db, as_json, as_csv) -> None:
 def serve(db: str | None, host: str, port: int, cors_origins: tuple[str, ...]) -> None:
     """Serve the search page at / and the JSON API at /api (docs at /docs) until Ctrl-C.
 
-    Answers from a snapshot held in memory and never keeps the warehouse open, so ingests run
-    meanwhile; their changes show within a few seconds of each commit."""
+    Answers from a private snapshot of the warehouse (vectors in memory) and never keeps the
+    file open, so ingests run meanwhile; their changes show within seconds."""
     from newsindex.web.app import serve as run_server
 
     config.offline_env()
