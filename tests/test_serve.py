@@ -232,15 +232,17 @@ def test_twenty_clients_for_three_seconds(served):
     stop = time.monotonic() + 3
 
     def client(number: int) -> None:
-        with httpx.Client(base_url=served.base_url, timeout=30) as http:
+        with httpx.Client(base_url=served.base_url, timeout=60) as http:
             i = number
-            while time.monotonic() < stop:
+            while True:  # at least one request each, however late the thread starts on a busy machine
                 started = time.perf_counter()
                 response = http.get("/api/search", params={"q": queries[i % len(queries)], "k": 10})
                 latencies.append(time.perf_counter() - started)
                 if response.status_code != 200 or not response.json()["results"]:
                     errors.append(f"{response.status_code} {response.text[:200]}")
                 i += 1
+                if time.monotonic() >= stop:
+                    break
 
     threads = [threading.Thread(target=client, args=(n,)) for n in range(20)]
     for thread in threads:
@@ -336,7 +338,8 @@ def test_python_api_ingest_runs_the_flow_and_sees_its_work(search_db, prefect_se
 
     db = tmp_path / "copy.duckdb"
     shutil.copy(search_db, db)
-    article = write(tmp_path / "news" / "tram-strike.md", "---\ntitle: Tram drivers strike in Quillmore\ndate: 2025-03-03\n---\n"
+    article = write(tmp_path / "news" / "tram-strike.md", "---\ntitle: Tram drivers strike in Quillmore\ndate: 2025-03-03\n"
+                    "url: javascript:alert(1)\n---\n"
                     "Tram drivers in Quillmore walked out for a day over rosters, stranding commuters.\n")  # fmt: skip
     with Index(db) as index:
         assert index.stats()["documents"] == 15
@@ -344,6 +347,13 @@ def test_python_api_ingest_runs_the_flow_and_sees_its_work(search_db, prefect_se
         assert summary["added"] == 1 and summary["failed"] == 0
         hits = index.search("Quillmore tram", k=1, mode="keyword")  # no wait: ingest reloads
         assert hits[0].title == "Tram drivers strike in Quillmore" and hits.freshness.documents == 16
+        # The article page links only http(s) URLs: a stored `javascript:` URL is shown as text.
+        from fastapi.testclient import TestClient
+
+        from newsindex.web.app import create_app
+
+        page = TestClient(create_app(index)).get(f"/documents/{hits[0].doc_id}")
+        assert page.status_code == 200 and "javascript:alert(1)" in page.text and 'href="javascript' not in page.text
 
 
 def test_serve_without_a_warehouse_yet_says_so(subprocess_env, tmp_path):
