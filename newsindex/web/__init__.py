@@ -1,0 +1,1 @@
+"""The web layer: `newsindex serve` (app.py), its templates and static files."""
