@@ -36,6 +36,7 @@ from pathlib import Path
 
 import duckdb
 
+from newsindex.errors import NewsindexError
 from newsindex import config
 
 MAX_QUERY_CHARS = 1000
@@ -47,7 +48,7 @@ SQL_MAX_ROWS = 1000
 CHECK_EVERY = 1.0
 
 
-class ApiError(Exception):
+class ApiError(NewsindexError):
     """Base for the API's own refusals; the server maps each subclass to an HTTP status."""
 
 
