@@ -354,7 +354,7 @@ def stats(db: str | None, as_json: bool) -> None:
     if info["runs"]:
         columns = ["started_at", "status", "seen", "added", "updated", "unchanged", "failed", "removed", "seconds"]
         headers = ["started", "status", "seen", "new", "upd", "same", "fail", "rm", "secs"]
-        console.print(_table(headers, [[r[c] for c in columns] for r in info["runs"]], title="last runs"))
+        console.print(_table(headers, [[_cell(r[c]) if c != "seconds" else f"{r[c] or 0:.1f}" for c in columns] for r in info["runs"]], title="last runs"))
 
 
 # --- search -------------------------------------------------------------------------------------
@@ -721,13 +721,25 @@ def _emit_stream(columns: list[str], batches, as_json: bool, as_csv: bool) -> No
 
 
 def _cell(value) -> str:
+    """A value as a table shows it: vectors and long lists elided, floats to 4 places, times to the
+    second, one line. JSON and CSV keep every value whole."""
+    import datetime as dt
+
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ", timespec="seconds")
     value = _plain(value)
     if isinstance(value, list) and len(value) > 6:
-        head = ", ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in value[:3])
-        return f"[{head}, … {len(value)} values]"
+        if all(isinstance(v, float) for v in value):
+            return f"[{len(value)} floats]"
+        return f"[{len(value)} values]"
     if isinstance(value, float):
         return f"{value:.4f}"
-    return "" if value is None else str(value)
+    text = "" if value is None else str(value)
+    return text.replace("\r\n", "↵").replace("\n", "↵")
+
+
+# The widest a table cell is printed; longer values end in an ellipsis (the whole value: --json/--csv).
+MAX_CELL = 48
 
 
 # C0 and C1 control characters and DEL, bar newline and tab: ESC, CSI (0x9b) and OSC would let a
@@ -740,18 +752,57 @@ def _printable(text: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
 
 
-def _table(columns: Sequence[str], rows: Sequence[Sequence], title: str | None = None):
-    from rich.table import Table
+def _table(columns: Sequence[str], rows: Sequence[Sequence], title: str | None = None, width: int | None = None):
+    """Rows as a table that fits the terminal: cells on one line, cut with an ellipsis, headers
+    whole. When even that cannot fit (many columns on 80), one record per block instead, each
+    field on its own line, as psql's expanded display does."""
+    import shutil
 
+    from rich.console import Group
+    from rich.table import Table
     from rich.text import Text
 
+    width = width or shutil.get_terminal_size((80, 24)).columns
+    headers = [_printable(str(c)) for c in columns]
+    cells = [[_printable("" if v is None else str(v)) for v in row] for row in rows]
+    widths = _column_widths(headers, cells, width - 1 - 3 * len(headers))
+    if widths is None:
+        label = max(len(h) for h in headers)
+        room = max(width - label - 3, 10)
+        blocks: list = [Text(title, style="bold")] if title else []
+        for n, row in enumerate(cells, start=1):
+            blocks.append(Text(f"─[ {n} ]" + "─" * max(0, min(width, label + room + 3) - len(f"─[ {n} ]")), style="dim"))
+            for header, cell in zip(headers, row):
+                blocks.append(Text.assemble((header.ljust(label), "bold"), " │ ", _clip(cell, room)))
+        return Group(*blocks)
     table = Table(title=title, title_justify="left")
-    for column in columns:
-        table.add_column(Text(_printable(str(column))), overflow="fold")
-    for row in rows:
+    for header, size in zip(headers, widths):
+        table.add_column(Text(header), no_wrap=True, width=size)
+    for row in cells:
         # Text(), not str: a value like "[red]" is data, not markup.
-        table.add_row(*(Text(_printable("" if v is None else str(v))) for v in row))
+        table.add_row(*(Text(_clip(v, size)) for v, size in zip(row, widths)))
     return table
+
+
+def _column_widths(headers: list[str], cells: list[list[str]], room: int) -> list[int] | None:
+    """Widths that fit `room` characters: each column as wide as its widest value (at most
+    MAX_CELL), the widest cut first, none narrower than its header or 8. None when not even that fits."""
+    if len(headers) == 1:
+        return [max(min(room, max([len(headers[0])] + [len(r[0]) for r in cells])), 1)]
+    want = [min(MAX_CELL, max([len(h)] + [len(r[i]) for r in cells])) for i, h in enumerate(headers)]
+    floor = [min(w, max(len(h), 8)) for w, h in zip(want, headers)]
+    if sum(floor) > room:
+        return None
+    widths = list(want)
+    while sum(widths) > room:
+        widest = max(range(len(widths)), key=lambda i: widths[i] - floor[i])
+        excess = sum(widths) - room
+        widths[widest] -= min(excess, widths[widest] - floor[widest])
+    return widths
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(limit - 1, 0)] + "…"
 
 
 def main() -> None:

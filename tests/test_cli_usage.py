@@ -83,3 +83,25 @@ def test_queries_lists_what_users_run(search_db):
     assert "--param vector=" not in text and "--param query=" in text
     everything = {q["name"] for q in json.loads(run("queries", "--all", "--json", db=search_db).stdout)}
     assert {"search_vectors", "passages_by_id"} <= everything
+
+
+def test_tables_fit_80_columns_with_headers_whole(search_db):
+    env_db = search_db
+    wide = run("sql", "SELECT * FROM passages LIMIT 2", db=env_db)
+    assert wide.returncode == 0, wide.stderr
+    lines = wide.stdout.splitlines()
+    assert lines and all(len(line) <= 80 for line in lines)
+    # Too many columns for 80: one field a line, every header whole, the vector elided.
+    for header in ("chunk_id", "source_path", "token_count", "embedding"):
+        assert any(line.startswith(header) for line in lines), header
+    assert "[384 floats]" in wide.stdout and "0." not in wide.stdout.split("embedding")[-1].split("\n")[0]
+    narrow = run("sql", "SELECT title, published, lead FROM articles ORDER BY title", db=env_db)
+    rows = narrow.stdout.splitlines()
+    assert all(len(line) <= 80 for line in rows)
+    assert any("title" in line and "published" in line and "lead" in line for line in rows)
+    assert "…" in narrow.stdout  # long leads are cut, not wrapped onto more lines
+    assert len(rows) == 15 + 5  # 15 articles, one line each, plus borders, header and count
+    stats = run("stats", db=env_db).stdout
+    import re
+
+    assert re.search(r"│ \d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} │", stats)  # started_at on one line
