@@ -8,7 +8,7 @@ one topic share their templates and most of their words, and differ in two facet
 and what followed), so telling them apart takes the facets' meaning or their rare names.
 
 Query classes (`class`):
-- paraphrase: a question about one article's two facets in words the article does not use;
+- paraphrase: a question about one article's two facets, one or both in words the article does not use;
 - entity: a short query of names (a person, a town and topic, a company, a case number), relevant
   to every article that mentions them;
 - long: a fact from one section of the single long article;
@@ -32,6 +32,17 @@ sys.path.insert(0, str(HERE))
 import vocab  # noqa: E402
 
 SEED = 12
+RECAPS = [
+    "What set this apart, {person_last} said, was that {f0}, and that {f1}.",
+    "Two things stood out: {f0}, and {f1}.",
+    "Reports from the scene confirmed that {f0}; they also confirmed that {f1}.",
+]
+SECTION_CODAS = [
+    "Officials said the change would be reviewed after a year.",
+    "The council's committee will report on the results in the spring.",
+    "Residents can comment on the plans at the town hall.",
+    "Figures for the next year will be published in the autumn.",
+]
 ARTICLES_PER_TOPIC = 30
 PARAPHRASES_PER_TOPIC = 8
 
@@ -87,9 +98,11 @@ def build(rng: random.Random) -> tuple[list[dict], list[dict]]:
             slots["company_slug"], slots["region_slug"] = _slug(slots["company"]), _slug(slots["region"])
             lead = rng.choice(topic["lead"]).format(**slots)
             paras = [rng.choice(variants).format(**slots) for variants in topic["paras"]]
+            # One paragraph restates what sets the article apart, as a report's second paragraph does.
+            recap = rng.choice(RECAPS).format(**slots)
             middle = paras[1:4]
             rng.shuffle(middle)
-            paras = [paras[0], *middle, paras[4]]
+            paras = [paras[0], recap, *middle[:2], paras[4]]
             paras[rng.randrange(len(paras))] += " " + rng.choice(vocab.COMMON).format(**slots)
             text = f"date {date.isoformat()} {lead}\n\n" + "\n\n".join(paras) + "\n"
             outlet = rng.choice(vocab.OUTLETS)
@@ -100,14 +113,18 @@ def build(rng: random.Random) -> tuple[list[dict], list[dict]]:
                 path = f"{outlet}/{stem}.txt"
             used_paths.add(path)
             articles.append({"path": path, "stem": stem, "topic": topic_name, "date": date, "outlet": outlet,
-                             "text": text, "slots": slots, "facets": (f0[1], f1[1])})  # fmt: skip
+                             "text": text, "slots": slots, "facets": (f0, f1)})  # fmt: skip
         for article in [a for a in articles if a["topic"] == topic_name][:PARAPHRASES_PER_TOPIC]:
-            q0, q1 = article["facets"]
+            # A third of the questions paraphrase both facets; the rest keep one facet in the article's
+            # words, as a reader who remembers one detail verbatim would, so neither side wins alone.
+            (a0, q0), (a1, q1) = article["facets"]
+            kept = rng.randrange(3)
+            q0, q1 = (a0 if kept == 1 else q0), (a1 if kept == 2 else q1)
             question = rng.choice(topic["questions"]).format(q0=q0, q1=q1)
             queries.append({"query": question[0].upper() + question[1:], "relevant": [article["stem"]], "class": "paraphrase"})
 
     long_date = dt.date(2022, 12, 30)  # before every topical window, so it never belongs to one
-    sections = "\n\n".join(f"## {heading}\n\n{body}" for heading, body, _ in vocab.LONG_SECTIONS)
+    sections = "\n\n".join(f"## {heading}\n\n{body} {rng.choice(SECTION_CODAS)}" for heading, body, _ in vocab.LONG_SECTIONS)
     long_text = (f"date {long_date.isoformat()} Brennholm's council published its review of the year, a long report on what the "
                  f"town changed, section by section.\n\n{sections}\n")  # fmt: skip
     articles.append({"path": f"capital-wire/{vocab.LONG_TITLE}.txt", "stem": vocab.LONG_TITLE, "topic": "long",
@@ -138,7 +155,7 @@ def _entity_queries(rng: random.Random, articles: list[dict], people: list[str],
         found.append({"query": f"{city} {topic_words[article['topic']]}", "relevant": relevant, "class": "entity"})
     for article in rng.sample([a for a in articles if a["topic"] == "earnings"], 8):
         found.append({"query": article["slots"]["company"], "relevant": _mentioning(articles, article["slots"]["company"]), "class": "entity"})
-    for article in rng.sample([a for a in articles if a["topic"] == "trial"], 7):
+    for article in rng.sample([a for a in articles if a["topic"] == "trial" and a["slots"]["code"] in a["text"]], 7):
         code = article["slots"]["code"]
         found.append({"query": f"case {code}", "relevant": _mentioning(articles, code), "class": "entity"})
     return found
