@@ -33,8 +33,9 @@ WITH filtered AS (
 semantic_scores AS (
     SELECT chunk_id, doc_id, array_inner_product(embedding, CAST($vector AS FLOAT[384])) AS score FROM filtered
 ),
--- The keyword side, (chunk_id, doc_id, score) for each matching passage: the one place BM25 is asked.
-keyword_scores AS (
+-- The keyword side, (chunk_id, doc_id, score) for each matching passage: the one place BM25 is
+-- asked. Materialised: it is read twice (articles, then passages) and is no bigger than the matches.
+keyword_scores AS MATERIALIZED (
     SELECT chunk_id, doc_id, score
     FROM (SELECT chunk_id, doc_id, fts_main_chunks.match_bm25(chunk_id, $query) AS score FROM filtered)
     WHERE score IS NOT NULL
@@ -67,21 +68,30 @@ ranges AS (
 fused AS (
     SELECT
         doc_id, s.rank AS semantic_rank, s.score AS semantic_score, k.rank AS keyword_rank, k.score AS keyword_score,
-        r.w * coalesce(CASE WHEN r.semantic_high > r.semantic_low THEN (s.score - r.semantic_low) / (r.semantic_high - r.semantic_low) ELSE 1 END, 0)
-        + (1 - r.w) * coalesce(CASE WHEN r.keyword_high > r.keyword_low THEN (k.score - r.keyword_low) / (r.keyword_high - r.keyword_low) ELSE 1 END, 0) AS score
+        r.w * CASE WHEN s.score IS NULL THEN 0 WHEN r.semantic_high > r.semantic_low
+                   THEN (s.score - r.semantic_low) / (r.semantic_high - r.semantic_low) ELSE 1 END
+        + (1 - r.w) * CASE WHEN k.score IS NULL THEN 0 WHEN r.keyword_high > r.keyword_low
+                           THEN (k.score - r.keyword_low) / (r.keyword_high - r.keyword_low) ELSE 1 END AS score
     FROM semantic s FULL OUTER JOIN keyword k USING (doc_id), ranges r
 ),
 top AS (
     SELECT * FROM fused ORDER BY score DESC, semantic_score DESC NULLS LAST, doc_id LIMIT $k
 ),
+-- The winners' passages, semantic scores recomputed for these k articles only (cheaper than
+-- keeping every chunk's score from the scan above).
+winner_passages AS (
+    SELECT c.chunk_id, c.doc_id, array_inner_product(c.embedding, CAST($vector AS FLOAT[384])) AS score
+    FROM chunks c WHERE c.doc_id IN (SELECT doc_id FROM top)
+),
 -- The best-answering passage of each winner: its highest fused score, passage by passage.
 best_passage AS (
-    SELECT t.doc_id, arg_max(ss.chunk_id, (
-        r.w * CASE WHEN r.semantic_high > r.semantic_low THEN (ss.score - r.semantic_low) / (r.semantic_high - r.semantic_low) ELSE 1 END
-        + (1 - r.w) * coalesce(CASE WHEN r.keyword_high > r.keyword_low THEN (ks.score - r.keyword_low) / (r.keyword_high - r.keyword_low) ELSE 1 END, 0),
-        ss.score)) AS chunk_id
-    FROM top t JOIN semantic_scores ss USING (doc_id) LEFT JOIN keyword_scores ks USING (chunk_id), ranges r
-    GROUP BY t.doc_id
+    SELECT wp.doc_id, arg_max(wp.chunk_id, (
+        r.w * CASE WHEN r.semantic_high > r.semantic_low THEN (wp.score - r.semantic_low) / (r.semantic_high - r.semantic_low) ELSE 1 END
+        + (1 - r.w) * CASE WHEN ks.score IS NULL THEN 0 WHEN r.keyword_high > r.keyword_low
+                           THEN (ks.score - r.keyword_low) / (r.keyword_high - r.keyword_low) ELSE 1 END,
+        wp.score)) AS chunk_id
+    FROM winner_passages wp LEFT JOIN keyword_scores ks USING (chunk_id), ranges r
+    GROUP BY wp.doc_id
 )
 SELECT
     p.chunk_id, p.doc_id, p.ordinal, p.title, p.published, p.source_path, p.url,

@@ -102,7 +102,7 @@ def search(
     in_memory: bool | None = None,
 ) -> SearchResult:
     """Search the warehouse `db` (a path, or a connection from `session()` to run many queries on one
-    open file). `fusion` overrides hybrid_search's rrf_k and keyword_weight (for tuning with eval).
+    open file). `fusion` overrides hybrid_search's fusion parameters (semantic_weight, short_words, ...).
     `ann` answers semantic queries from the approximate index (queries/ann.py) where it applies.
     `in_memory` answers exact semantic queries from vectors held in memory (queries/warm.py, same
     results as the SQL); by default it does so in a session (`db` a connection), where the one-time
