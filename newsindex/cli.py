@@ -353,7 +353,7 @@ def _date(ctx, param, value):
 @click.option("--until", callback=_date, help="Only articles published on or before this date.")
 @click.option("--source", help="Glob on the source path, e.g. 'seeds/*.txt'.")
 @click.option("--doc", help="Only this document id.")
-@click.option("--per-doc", is_flag=True, help="One result per article: its best passage.")
+@click.option("--per-doc", is_flag=True, help="One result per article: its best passage (hybrid always ranks articles).")
 @click.option("--ann", is_flag=True, help="Semantic mode: approximate index (built beside the warehouse on first use) instead of the exact scan.")
 @db_option
 @with_output
