@@ -11,9 +11,14 @@ Methods:
 - rrf w: weight/(60 + rank) summed over sides (semantic weight 1, keyword weight w);
 - minmax a: a * semantic + (1 - a) * keyword, each min-max normalised over its side's candidates;
 - tm a: as minmax, but normalised from the theoretical minimum (cosine -1, BM25 0) to the side's
-  maximum (Bruch, Gai and Ingber, TOIS 2023, "TM2C2");
-- len a_short/a_long: minmax with the semantic weight chosen by query length (content words);
-- each fused score, a document missing from one side scores 0 on it.
+  maximum (Bruch, Gai and Ingber, TOIS 2023, "TM2C2"); z a: z-scores instead;
+- len a=s/l: minmax with the semantic weight chosen by query length (<= 3 words: s, else l);
+- gap c: minmax, semantic weight 1 - c * the keyword side's margin (its best article's lead over
+  the runner-up, relative to the best); len+gap: and at most s for short queries; floor f: at
+  least f for longer ones;
+- len+gap*cov s: semantic weight min(s if short else 1, 1 - margin * coverage), coverage being the
+  share of the query's terms in the keyword winner's best passage: hybrid_search.sql's default;
+- a document missing from one side scores 0 on it.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from newsindex.queries.evaluate import _labels_of, load_labelled  # noqa: E402
-from newsindex.queries.search import Filters, search, word_count  # noqa: E402
+from newsindex.queries.search import _WORD, Filters, Matcher, _fold, search, word_count  # noqa: E402
 from newsindex.queries.session import session  # noqa: E402
 
 Side = dict[str, float]  # doc id -> that side's score for the document's best passage
@@ -44,9 +49,20 @@ def retrieve(db: str, labelled: list[dict], depth: int) -> list[dict]:
             for mode in ("semantic", "keyword"):
                 hits = search(con, item["query"], k=depth, mode=mode, per_doc=True, filters=filters).hits
                 sides[mode] = {h.doc_id: h.score for h in hits}
+                if mode == "keyword":
+                    sides["coverage"] = coverage(con, item["query"], hits[0].text) if hits else 0.0
             relevant = {d for d, names in labels.items() if names & set(item["relevant"])}
             rows.append({**item, **sides, "relevant_ids": relevant})
     return rows
+
+
+def coverage(con, query: str, text: str) -> float:
+    """Share of the query's terms (stems, stopwords left out) found in the passage."""
+    matcher = Matcher(query, [text], con)
+    if not matcher._targets:
+        return 0.0
+    found = {matcher._stems.get(w, w) for w in map(_fold, _WORD.findall(text))}
+    return len(found & matcher._targets) / len(matcher._targets)
 
 
 def _minmax(side: Side, low: float | None = None) -> Side:
@@ -114,6 +130,17 @@ def methods() -> dict[str, Callable[[dict], Side]]:
         for short in (0.3, 0.5):
             found[f"len+gap {short}/c={c}"] = lambda r, c=c, s=short: convex(
                 min(s if word_count(r["query"]) <= 3 else 1.0, max(0.0, 1 - c * keyword_margin(r["keyword"]))), r["semantic"], r["keyword"])
+    for short in (0.3, 0.5):
+        found[f"len+gap*cov {short}"] = lambda r, s=short: convex(
+            min(s if word_count(r["query"]) <= 3 else 1.0, 1 - keyword_margin(r["keyword"]) * r["coverage"]), r["semantic"], r["keyword"])
+        found[f"len+cov {short}"] = lambda r, s=short: convex(
+            min(s if word_count(r["query"]) <= 3 else 1.0, 1 - r["coverage"]), r["semantic"], r["keyword"])
+        found[f"len+min(gap,cov) {short}"] = lambda r, s=short: convex(
+            min(s if word_count(r["query"]) <= 3 else 1.0, 1 - min(keyword_margin(r["keyword"]), r["coverage"])), r["semantic"], r["keyword"])
+    for floor in (0.5, 0.6, 0.7, 0.8):
+        found[f"len+gap floor={floor}"] = lambda r, f=floor: convex(
+            min(0.3, 1 - keyword_margin(r["keyword"])) if word_count(r["query"]) <= 3 else max(f, 1 - keyword_margin(r["keyword"])),
+            r["semantic"], r["keyword"])
     for short, long in ((0.3, 0.7), (0.3, 0.8), (0.3, 0.9), (0.5, 0.7), (0.5, 0.8), (0.5, 0.9), (0.3, 1.0)):
         found[f"len a={short}/{long}"] = lambda r, s=short, lg=long: convex(s if word_count(r["query"]) <= 3 else lg, r["semantic"], r["keyword"])
         found[f"len tm a={short}/{long}"] = lambda r, s=short, lg=long: convex(s if word_count(r["query"]) <= 3 else lg, r["semantic"], r["keyword"], (-1.0, 0.0))

@@ -52,7 +52,24 @@ keyword AS (
     ORDER BY score DESC, doc_id
     LIMIT $depth
 ),
--- Each side's range over its candidates; a side with one distinct score maps it to 1.
+-- The keyword side's best article's best passage, and the share of the query's terms it holds
+-- (Porter stems, as BM25 matches them; the stopwords are search.py's _STOP).
+keyword_best AS (
+    SELECT ks.chunk_id FROM keyword_scores ks
+    WHERE ks.doc_id = (SELECT doc_id FROM keyword WHERE rank = 1)
+    ORDER BY ks.score DESC, ks.chunk_id LIMIT 1
+),
+coverage AS (
+    SELECT CASE WHEN len(q.terms) = 0 THEN 0.0 ELSE len(list_intersect(q.terms, p.terms)) / len(q.terms) END AS share
+    FROM (SELECT list_distinct(list_transform(list_filter(regexp_extract_all(lower(strip_accents($query)), '[\p{L}\p{N}]+'),
+                                                          w -> NOT list_contains(['a', 'about', 'after', 'all', 'also', 'an', 'and', 'any', 'are', 'as', 'at', 'be', 'been', 'but', 'by', 'can', 'could', 'did', 'do', 'does', 'for', 'from', 'had', 'has', 'have', 'he', 'her', 'his', 'how', 'i', 'if', 'in', 'into', 'is', 'it', 'its', 'me', 'my', 'no', 'not', 'of', 'on', 'or', 'our', 'she', 'so', 'than', 'that', 'the', 'their', 'them', 'then', 'there', 'these', 'they', 'this', 'those', 'to', 'up', 'us', 'was', 'we', 'were', 'what', 'when', 'where', 'which', 'while', 'who', 'whom', 'whose', 'why', 'will', 'with', 'would', 'you', 'your'], w)),
+                                              w -> stem(w, 'porter'))) AS terms) q,
+         (SELECT list_distinct(list_transform(regexp_extract_all(lower(strip_accents(c.text)), '[\p{L}\p{N}]+'), w -> stem(w, 'porter'))) AS terms
+          FROM chunks c WHERE c.chunk_id = (SELECT chunk_id FROM keyword_best)) p
+),
+-- Each side's range over its candidates (a side with one distinct score maps it to 1), and the
+-- semantic weight: 1 minus the keyword side's confidence (its margin times its coverage), at most
+-- short_semantic_weight for a short query.
 ranges AS (
     SELECT
         (SELECT min(score) FROM semantic) AS semantic_low, (SELECT max(score) FROM semantic) AS semantic_high,
@@ -62,7 +79,7 @@ ranges AS (
             1.0 - (SELECT CASE WHEN count(*) = 0 OR max(score) <= 0 THEN 0.0
                                WHEN count(*) = 1 THEN 1.0
                                ELSE (max(score) - max(score) FILTER (WHERE rank = 2)) / max(score) END
-                   FROM keyword)
+                   FROM keyword) * coalesce((SELECT share FROM coverage), 0.0)
         )) AS w
 ),
 fused AS (

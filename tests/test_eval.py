@@ -147,3 +147,13 @@ def test_modes_registry_drives_cli_and_queries():
     assert all(name in search_help for name in MODES)
     bad = run("search", "x", "--mode", "fuzzy")
     assert bad.exit_code != 0 and all(name in bad.output for name in MODES)
+
+
+def test_hybrid_sql_uses_the_same_stopwords_as_highlights():
+    import re
+
+    from newsindex.queries.search import _STOP
+
+    sql = all_queries()["hybrid_search"].sql
+    listed = re.search(r"list_contains\(\[([^\]]*)\], w\)", sql).group(1)
+    assert set(re.findall(r"'([a-z]+)'", listed)) == set(_STOP)
