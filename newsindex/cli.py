@@ -14,6 +14,7 @@ from functools import wraps
 import click
 
 from newsindex import config
+from newsindex.queries.modes import DEFAULT as DEFAULT_MODE, MODES as SEARCH_MODES
 
 
 class CLIError(click.ClickException):
@@ -418,12 +419,13 @@ def _date_range(since, until) -> None:
 @cli.command()
 @click.argument("query")
 @click.option("-k", default=10, show_default=True, callback=k_bounds, help=f"How many results (at most {MAX_K:,}).")
-@click.option("--mode", type=click.Choice(["hybrid", "semantic", "keyword"]), default="hybrid", show_default=True)
+@click.option("--mode", type=click.Choice(list(SEARCH_MODES)), default=DEFAULT_MODE, show_default=True,
+              help="; ".join(f"{m.name}: {m.help}" for m in SEARCH_MODES.values()))
 @click.option("--since", callback=_date, help="Only articles published on or after this date.")
 @click.option("--until", callback=_date, help="Only articles published on or before this date.")
 @click.option("--source", help="Glob on the source path, e.g. 'seeds/*.txt'.")
 @click.option("--doc", help="Only this document id.")
-@click.option("--per-doc", is_flag=True, help="One result per article: its best passage.")
+@click.option("--per-doc", is_flag=True, help="One result per article: its best passage (hybrid always ranks articles).")
 @click.option("--ann", is_flag=True, help="Semantic mode: approximate index (built beside the warehouse on first use) instead of the exact scan.")
 @db_option
 @with_output
@@ -449,22 +451,30 @@ def search(query, k, mode, since, until, source, doc, per_doc, ann, db, as_json,
 
 def _print_hits(result) -> None:
     from rich.console import Console
+    from rich.padding import Padding
     from rich.text import Text
 
     console = Console(highlight=False)
     if not result.hits:
         console.print(f"No results for {result.query!r} ({result.mode}).")
         return
+    fused = SEARCH_MODES[result.mode].side is None
     for hit in result.hits:
         ranks = ""
-        if result.mode == "hybrid":
-            side = lambda r: f"#{r}" if r else "–"  # noqa: E731
-            ranks = f"  semantic {side(hit.semantic_rank)} · keyword {side(hit.keyword_rank)}"
+        if fused:
+            side = lambda r, s: f"#{r} ({s:.3f})" if r else "–"  # noqa: E731
+            ranks = f"  semantic {side(hit.semantic_rank, hit.semantic_score)} · keyword {side(hit.keyword_rank, hit.keyword_score)}"
         head = Text.assemble((f"{hit.rank:>2}. ", "bold"), (_printable(hit.title), "bold cyan"), f"  {hit.published or 'no date'}",
                              (f"  score {hit.score:.4f}{ranks}", "dim"))  # fmt: skip
         console.print(head)
-        console.print(Text(_printable(f"    {_short_path(hit.source_path)}  ·  {hit.chunk_id}"), style="dim"))
-        console.print(Text(_printable(f"    {hit.snippet}")))
+        # Padding, not leading spaces: lines that wrap keep the indent.
+        console.print(Padding(Text(_printable(f"{_short_path(hit.source_path)}  ·  {hit.chunk_id}"), style="dim"), (0, 0, 0, 4)))
+        shown = _printable(hit.snippet)
+        line = Text(shown)
+        if shown == hit.snippet:  # offsets hold only while no character was escaped
+            for start, end in hit.snippet_highlights:
+                line.stylize("bold yellow", start, end)
+        console.print(Padding(line, (0, 0, 0, 4)))
     console.print(Text(f"{len(result.hits)} results · {result.mode} · {result.seconds * 1000:.0f} ms", style="dim"))
 
 
@@ -624,23 +634,35 @@ def serve(db: str | None, host: str, port: int, cors_origins: tuple[str, ...]) -
 @cli.command("eval")
 @click.argument("queries_file", type=click.Path(exists=True, dir_okay=False))
 @click.option("-k", default=10, show_default=True, help="Cut-off for recall and MRR.")
-@click.option("--mode", "modes", multiple=True, type=click.Choice(["hybrid", "semantic", "keyword"]), help="Modes to compare (default: all).")
+@click.option("--mode", "modes", multiple=True, type=click.Choice(list(SEARCH_MODES)), help="Modes to compare (default: all).")
+@click.option("--split", default="all", show_default=True, help="Only the queries of this split (tune, heldout), or all.")
 @db_option
-@click.option("--json", "as_json", is_flag=True, help="As JSON.")
+@click.option("--json", "as_json", is_flag=True, help="As JSON (with each query's first relevant rank).")
 @domain_errors
-def evaluate(queries_file, k, modes, db, as_json) -> None:
-    """Measure search on labelled queries: lines of {"query": ..., "relevant": [doc ids or file names]}."""
+def evaluate(queries_file, k, modes, split, db, as_json) -> None:
+    """Measure search on labelled queries, per class and mode: lines of {"query": ..., "relevant":
+    [doc ids or file names], "class": ..., "split": ..., "since"/"until"/"source": filters}."""
     from newsindex.queries.evaluate import evaluate as run_eval, load_labelled
 
-    report = run_eval(config.db_path(db), load_labelled(queries_file), k=k, modes=list(modes) or None)
+    _exit_on_ctrl_c()
+
+    report = run_eval(config.db_path(db), load_labelled(queries_file, split), k=k, modes=list(modes) or None)
+    report["split"] = split
+    for warning in report["warnings"]:
+        click.echo(f"Warning: {warning}", err=True)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    columns = ["mode", "queries", "hit@1", "hit@5", f"mrr@{k}", f"recall@{k}"]
-    rows = [[m["mode"], m["queries"], f"{m['hit@1']:.3f}", f"{m['hit@5']:.3f}", f"{m['mrr']:.3f}", f"{m['recall']:.3f}"] for m in report["modes"]]
+    columns = ["class", "queries", "mode", "hit@1", "hit@5", f"mrr@{k}", f"recall@{k}"]
+    rows = []
+    for cls, count in [("all", report["queries"]), *report["classes"].items()]:
+        for i, m in enumerate(report["modes"]):
+            values = m if cls == "all" else m["classes"][cls]
+            rows.append([cls if i == 0 else "", count if i == 0 else "", m["mode"],
+                         *(f"{values[key]:.3f}" for key in ("hit@1", "hit@5", "mrr", "recall"))])  # fmt: skip
     from rich.console import Console
 
-    Console().print(_table(columns, rows, title=f"search quality on {queries_file}"))
+    Console().print(_table(columns, rows, title=f"search quality on {queries_file} (split {split})"))
 
 
 # --- output -------------------------------------------------------------------------------------

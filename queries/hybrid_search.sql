@@ -1,16 +1,21 @@
 -- name: hybrid_search
--- description: Reciprocal-rank fusion of semantic and BM25 ranks, each side filtered before ranking; shows both ranks.
+-- description: Articles ranked by a convex combination of their best passage's semantic and BM25 scores (each side min-max normalised, weighted by the query); shows both sides' ranks and scores and the best-answering passage.
 -- param: query text  The question or keywords
--- param: k integer = 10  How many results
+-- param: k integer = 10  How many articles (hybrid always ranks articles, each by its best passage)
 -- param: since date = null  Only articles published on or after this date
 -- param: until date = null  Only articles published on or before this date
 -- param: source text = null  Glob on the article's source path (a relative glob matches anywhere)
 -- param: doc text = null  Only this document id
--- param: per_doc boolean = false  Rank articles (each by its best passage on each side) instead of passages
--- param: depth integer = 100  Candidates taken from each side before fusing
--- param: rrf_k integer = 60  Fusion constant: score = sum over both sides of weight / (rrf_k + rank)
--- param: keyword_weight float = 0.5  Weight of the keyword side (the semantic side has weight 1)
+-- param: depth integer = 100  Articles taken from each side before fusing (their scores set the normalisation)
+-- param: short_words integer = 3  Queries of at most this many words count as short (names, keywords)
+-- param: short_semantic_weight float = 0.3  The most weight the semantic side gets for a short query
+-- param: semantic_weight float = null  A fixed weight of the semantic side instead of the query-dependent one
 -- param: vector text = null  The query's embedding as a list literal; `newsindex query` fills it in from query
+-- Fusion (Bruch, Gai and Ingber, TOIS 2023): each side ranks articles by their best passage; each
+-- side's scores are min-max normalised over its top `depth` articles (an article the side did not
+-- return counts 0 there), then score = w * semantic + (1 - w) * keyword. bench/fusion.py compares
+-- this with RRF and other weights; bench/RESULTS.md has the figures. The passage shown for an
+-- article is its passage with the highest fused score under the same normalisation.
 -- The vector is a bound text parameter cast to a constant FLOAT[384] (see semantic_search.sql).
 WITH filtered AS (
     -- Two branches so that an unfiltered query skips the semi-join on documents entirely.
@@ -28,52 +33,90 @@ WITH filtered AS (
 semantic_scores AS (
     SELECT chunk_id, doc_id, array_inner_product(embedding, CAST($vector AS FLOAT[384])) AS score FROM filtered
 ),
-keyword_scores AS (
+-- The keyword side, (chunk_id, doc_id, score) for each matching passage: the one place BM25 is
+-- asked. Materialised: it is read twice (articles, then passages) and is no bigger than the matches.
+keyword_scores AS MATERIALIZED (
     SELECT chunk_id, doc_id, score
     FROM (SELECT chunk_id, doc_id, fts_main_chunks.match_bm25(chunk_id, $query) AS score FROM filtered)
     WHERE score IS NOT NULL
 ),
--- The unit that is ranked: a passage, or with per_doc a whole article (by its best passage), so an
--- article that is first on one side and close on the other is not beaten by one middling on both.
 semantic AS (
-    SELECT unit, best_chunk AS semantic_chunk, score AS semantic_score,
-           row_number() OVER (ORDER BY score DESC, unit) AS semantic_rank
-    FROM (
-        SELECT unit, best_chunk, score FROM (
-            SELECT chunk_id AS unit, chunk_id AS best_chunk, score FROM semantic_scores WHERE NOT $per_doc
-            UNION ALL
-            SELECT doc_id, arg_max(chunk_id, score), max(score) FROM semantic_scores WHERE $per_doc GROUP BY doc_id
-        )
-        ORDER BY score DESC, unit
-        LIMIT $depth
-    )
+    SELECT doc_id, score, row_number() OVER (ORDER BY score DESC, doc_id) AS rank
+    FROM (SELECT doc_id, max(score) AS score FROM semantic_scores GROUP BY doc_id)
+    ORDER BY score DESC, doc_id
+    LIMIT $depth
 ),
 keyword AS (
-    SELECT unit, best_chunk AS keyword_chunk, score AS keyword_score,
-           row_number() OVER (ORDER BY score DESC, unit) AS keyword_rank
-    FROM (
-        SELECT unit, best_chunk, score FROM (
-            SELECT chunk_id AS unit, chunk_id AS best_chunk, score FROM keyword_scores WHERE NOT $per_doc
-            UNION ALL
-            SELECT doc_id, arg_max(chunk_id, score), max(score) FROM keyword_scores WHERE $per_doc GROUP BY doc_id
-        )
-        ORDER BY score DESC, unit
-        LIMIT $depth
-    )
+    SELECT doc_id, score, row_number() OVER (ORDER BY score DESC, doc_id) AS rank
+    FROM (SELECT doc_id, max(score) AS score FROM keyword_scores GROUP BY doc_id)
+    ORDER BY score DESC, doc_id
+    LIMIT $depth
+),
+-- The keyword side's best article's best passage, and the share of the query's terms it holds
+-- (Porter stems, as BM25 matches them; the stopwords are search.py's _STOP).
+keyword_best AS (
+    SELECT ks.chunk_id FROM keyword_scores ks
+    WHERE ks.doc_id = (SELECT doc_id FROM keyword WHERE rank = 1)
+    ORDER BY ks.score DESC, ks.chunk_id LIMIT 1
+),
+coverage AS (
+    SELECT CASE WHEN len(q.terms) = 0 THEN 0.0 ELSE len(list_intersect(q.terms, p.terms)) / len(q.terms) END AS share
+    FROM (SELECT list_distinct(list_transform(list_filter(regexp_extract_all(lower(strip_accents($query)), '[\p{L}\p{N}]+'),
+                                                          w -> NOT list_contains(['a', 'about', 'after', 'all', 'also', 'an', 'and', 'any', 'are', 'as', 'at', 'be', 'been', 'but', 'by', 'can', 'could', 'did', 'do', 'does', 'for', 'from', 'had', 'has', 'have', 'he', 'her', 'his', 'how', 'i', 'if', 'in', 'into', 'is', 'it', 'its', 'me', 'my', 'no', 'not', 'of', 'on', 'or', 'our', 'she', 'so', 'than', 'that', 'the', 'their', 'them', 'then', 'there', 'these', 'they', 'this', 'those', 'to', 'up', 'us', 'was', 'we', 'were', 'what', 'when', 'where', 'which', 'while', 'who', 'whom', 'whose', 'why', 'will', 'with', 'would', 'you', 'your'], w)),
+                                              w -> stem(w, 'porter'))) AS terms) q,
+         (SELECT list_distinct(list_transform(regexp_extract_all(lower(strip_accents(c.text)), '[\p{L}\p{N}]+'), w -> stem(w, 'porter'))) AS terms
+          FROM chunks c WHERE c.chunk_id = (SELECT chunk_id FROM keyword_best)) p
+),
+-- Each side's range over its candidates (a side with one distinct score maps it to 1), and the
+-- semantic weight: 1 minus the keyword side's confidence (its margin times its coverage), at most
+-- short_semantic_weight for a short query.
+ranges AS (
+    SELECT
+        (SELECT min(score) FROM semantic) AS semantic_low, (SELECT max(score) FROM semantic) AS semantic_high,
+        (SELECT min(score) FROM keyword) AS keyword_low, (SELECT max(score) FROM keyword) AS keyword_high,
+        coalesce($semantic_weight, least(
+            CASE WHEN len(regexp_extract_all($query, '[\p{L}\p{N}]+')) <= $short_words THEN $short_semantic_weight ELSE 1.0 END,
+            1.0 - (SELECT CASE WHEN count(*) = 0 OR max(score) <= 0 THEN 0.0
+                               WHEN count(*) = 1 THEN 1.0
+                               ELSE (max(score) - max(score) FILTER (WHERE rank = 2)) / max(score) END
+                   FROM keyword) * coalesce((SELECT share FROM coverage), 0.0)
+        )) AS w
 ),
 fused AS (
     SELECT
-        coalesce(semantic_chunk, keyword_chunk) AS chunk_id,
-        semantic_rank, semantic_score, keyword_rank, keyword_score,
-        coalesce(1.0 / ($rrf_k + semantic_rank), 0) + coalesce($keyword_weight / ($rrf_k + keyword_rank), 0) AS score
-    FROM semantic FULL OUTER JOIN keyword USING (unit)
+        doc_id, s.rank AS semantic_rank, s.score AS semantic_score, k.rank AS keyword_rank, k.score AS keyword_score,
+        r.w * CASE WHEN s.score IS NULL THEN 0 WHEN r.semantic_high > r.semantic_low
+                   THEN (s.score - r.semantic_low) / (r.semantic_high - r.semantic_low) ELSE 1 END
+        + (1 - r.w) * CASE WHEN k.score IS NULL THEN 0 WHEN r.keyword_high > r.keyword_low
+                           THEN (k.score - r.keyword_low) / (r.keyword_high - r.keyword_low) ELSE 1 END AS score
+    FROM semantic s FULL OUTER JOIN keyword k USING (doc_id), ranges r
+),
+top AS (
+    SELECT * FROM fused ORDER BY score DESC, semantic_score DESC NULLS LAST, doc_id LIMIT $k
+),
+-- The winners' passages, semantic scores recomputed for these k articles only (cheaper than
+-- keeping every chunk's score from the scan above).
+winner_passages AS (
+    SELECT c.chunk_id, c.doc_id, array_inner_product(c.embedding, CAST($vector AS FLOAT[384])) AS score
+    FROM chunks c WHERE c.doc_id IN (SELECT doc_id FROM top)
+),
+-- The best-answering passage of each winner: its highest fused score, passage by passage.
+best_passage AS (
+    SELECT wp.doc_id, arg_max(wp.chunk_id, (
+        r.w * CASE WHEN r.semantic_high > r.semantic_low THEN (wp.score - r.semantic_low) / (r.semantic_high - r.semantic_low) ELSE 1 END
+        + (1 - r.w) * CASE WHEN ks.score IS NULL THEN 0 WHEN r.keyword_high > r.keyword_low
+                           THEN (ks.score - r.keyword_low) / (r.keyword_high - r.keyword_low) ELSE 1 END,
+        wp.score)) AS chunk_id
+    FROM winner_passages wp LEFT JOIN keyword_scores ks USING (chunk_id), ranges r
+    GROUP BY wp.doc_id
 )
 SELECT
     p.chunk_id, p.doc_id, p.ordinal, p.title, p.published, p.source_path, p.url,
     p.text, p.char_start, p.char_end,
-    f.score, f.semantic_rank, f.semantic_score, f.keyword_rank, f.keyword_score
-FROM (SELECT * FROM fused ORDER BY score DESC, semantic_score DESC NULLS LAST, chunk_id LIMIT $k) f
-JOIN passages p USING (chunk_id)
+    t.score, t.semantic_rank, t.semantic_score, t.keyword_rank, t.keyword_score
+FROM top t
+JOIN best_passage b USING (doc_id)
+JOIN passages p ON p.chunk_id = b.chunk_id
 -- A clear error, not NULL scores, when run without the vector (a CASE in the scan would copy it per row).
 WHERE $vector IS NOT NULL OR error('no vector given for the query ' || $query || '; newsindex fills it in')
-ORDER BY f.score DESC, f.semantic_score DESC NULLS LAST, p.chunk_id;
+ORDER BY t.score DESC, t.semantic_score DESC NULLS LAST, p.doc_id;

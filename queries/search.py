@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
+import unicodedata
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +23,11 @@ import numpy as np
 
 from newsindex import config
 from newsindex.queries import named
+from newsindex.queries.modes import MODES as REGISTRY
 from newsindex.queries.session import ModelMismatch, current_model_check, session
 from newsindex.warehouse import store
 
-MODES = ("hybrid", "semantic", "keyword")
+MODES = tuple(REGISTRY)
 
 
 @dataclass
@@ -57,6 +59,10 @@ class Hit:
     keyword_rank: int | None = None
     keyword_score: float | None = None
     snippet: str = ""
+    # [start, end) offsets into `text` of the words that match a query term (same stem as BM25).
+    highlights: list[list[int]] = field(default_factory=list)
+    # The same, into `snippet`.
+    snippet_highlights: list[list[int]] = field(default_factory=list)
 
     def as_json(self) -> dict:
         data = {k: v for k, v in self.__dict__.items()}
@@ -96,13 +102,14 @@ def search(
     in_memory: bool | None = None,
 ) -> SearchResult:
     """Search the warehouse `db` (a path, or a connection from `session()` to run many queries on one
-    open file). `fusion` overrides hybrid_search's rrf_k and keyword_weight (for tuning with eval).
+    open file). `fusion` overrides hybrid_search's fusion parameters (semantic_weight, short_words, ...).
     `ann` answers semantic queries from the approximate index (queries/ann.py) where it applies.
     `in_memory` answers exact semantic queries from vectors held in memory (queries/warm.py, same
     results as the SQL); by default it does so in a session (`db` a connection), where the one-time
     load pays off, and not for a one-shot search, which stays on SQL."""
-    if mode not in MODES:
-        raise named.QueryError(f"unknown search mode {mode!r}; choose one of {', '.join(MODES)}")
+    if mode not in REGISTRY:
+        raise named.QueryError(f"unknown search mode {mode!r}; choose one of {', '.join(REGISTRY)}")
+    spec = REGISTRY[mode]
     if not query.strip():
         raise named.QueryError("the query is empty")
     if k < 1:
@@ -113,21 +120,21 @@ def search(
     if ann and (mode != "semantic" or per_doc or filters.source or filters.doc):
         result.warnings.append("--ann applies to semantic search with at most date filters; answered by the exact scan")
         ann = False
-    statement = named.get(f"{mode}_search")
+    statement = named.get(spec.query)
     params = {"query": query, "k": k, "per_doc": per_doc, **filters.params()}
-    vector = embed_query(query) if mode != "keyword" else None
+    vector = embed_query(query) if spec.embeds else None
     if vector is not None:
         params["vector"] = vector_literal(vector)
-    if mode == "hybrid":
-        # Enough candidates on each side for k fused results, and for k documents with --per-doc.
+    if spec.side is None:
+        # Enough candidates on each side for k fused articles.
         params["depth"] = max(100, 10 * k)
         params.update(fusion or {})
-    with _connection(db, keyword=mode != "semantic") as con:
-        if mode != "keyword":
+    with _connection(db, keyword=spec.keyword) as con:
+        if spec.embeds:
             problem = _model_problem(con, db)
             if problem:
                 raise ModelMismatch(problem)
-        if mode != "semantic" and not store.search_index_is_current(con):
+        if spec.keyword and not store.search_index_is_current(con):
             result.warnings.append("the keyword index is older than the stored chunks; run `newsindex ingest` to rebuild it")
         if in_memory is None:
             in_memory = isinstance(db, duckdb.DuckDBPyConnection)
@@ -137,17 +144,22 @@ def search(
         elif mode == "semantic" and in_memory:
             records = _warm_search(con, vector, k, filters, per_doc)
         if records is None:
-            cursor = con.execute(statement.sql, statement.bind(params))
+            # A mode's query takes the parameters it declares (hybrid has no per_doc: it always ranks articles).
+            declared = {p.name for p in statement.params}
+            cursor = con.execute(statement.sql, statement.bind({k: v for k, v in params.items() if k in declared or k in (fusion or {})}))
             columns = [d[0] for d in cursor.description]
             records = [dict(zip(columns, row)) for row in cursor.fetchall()]
-    for rank, values in enumerate(records, start=1):
-        hit = Hit(rank=rank, **{k: v for k, v in values.items() if k in Hit.__dataclass_fields__})
-        if mode == "semantic":
-            hit.semantic_rank, hit.semantic_score = rank, hit.score
-        elif mode == "keyword":
-            hit.keyword_rank, hit.keyword_score = rank, hit.score
-        hit.snippet = snippet(hit.text, query)
-        result.hits.append(hit)
+        for rank, values in enumerate(records, start=1):
+            hit = Hit(rank=rank, **{k: v for k, v in values.items() if k in Hit.__dataclass_fields__})
+            if spec.side:
+                setattr(hit, f"{spec.side}_rank", rank)
+                setattr(hit, f"{spec.side}_score", hit.score)
+            result.hits.append(hit)
+        matcher = Matcher(query, [hit.text for hit in result.hits], con)
+    for hit in result.hits:
+        hit.highlights = matcher.spans(hit.text)
+        hit.snippet = snippet(hit.text, query, matcher=matcher)
+        hit.snippet_highlights = matcher.spans(hit.snippet)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -229,23 +241,78 @@ def related(db: str | Path | None | duckdb.DuckDBPyConnection, doc_id: str, k: i
         return [dict(zip(columns, row)) for row in cursor.fetchall()]
 
 
-_WORD = re.compile(r"\w+", re.UNICODE)
-_STOP = {"the", "a", "an", "of", "to", "in", "on", "and", "or", "for", "is", "was", "who", "what", "which", "did", "does", "how", "why", "when", "with", "by", "at", "from"}
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)  # runs of letters and digits: the words BM25 indexes
+# Words a query may carry that say nothing about its subject (a subset of the full-text index's
+# English stopwords): they are not highlighted and not counted as the query's terms.
+_STOP = frozenset(
+    "a about after all also an and any are as at be been but by can could did do does for from had has have he her his how i if "
+    "in into is it its me my no not of on or our she so than that the their them then there these they this those to up us was "
+    "we were what when where which while who whom whose why will with would you your".split()
+)
 
 
-def snippet(text: str, query: str, width: int = 280) -> str:
-    """About `width` characters of the passage around its first query word (matched on a
-    stem-like prefix), with ellipses where trimmed; the start of the passage if none match."""
+def _fold(word: str) -> str:
+    """Lower case without accents, as the keyword index stores a word before stemming it."""
+    return "".join(c for c in unicodedata.normalize("NFKD", word.lower()) if not unicodedata.combining(c))
+
+
+def content_words(query: str) -> list[str]:
+    """The query's words that can match: folded, stopwords left out."""
+    return [w for w in (_fold(m.group()) for m in _WORD.finditer(query)) if w not in _STOP]
+
+
+def word_count(query: str) -> int:
+    """Words in the query, stopwords included: hybrid_search.sql's measure of a short query."""
+    return len(_WORD.findall(query))
+
+
+def _stems(con: duckdb.DuckDBPyConnection | None, words: set[str]) -> dict[str, str]:
+    """Each word's Porter stem from DuckDB's `stem()`, the one the keyword index uses; a word is its
+    own stem where the full-text extension is not loaded (a semantic-only session)."""
+    if con is not None and words:
+        try:
+            return dict(con.execute("SELECT w, stem(w, 'porter') FROM unnest($words) AS t(w)", {"words": sorted(words)}).fetchall())
+        except duckdb.Error:
+            pass
+    return {w: w for w in words}
+
+
+class Matcher:
+    """Finds a query's terms in texts: words with the same stem as a query word, case and accents
+    ignored. Built once for the texts of one result, so their words are stemmed in one query."""
+
+    def __init__(self, query: str, texts: list[str], con: duckdb.DuckDBPyConnection | None = None):
+        wanted = set(content_words(query))
+        words = {w for text in texts for w in map(_fold, _WORD.findall(text)) if w not in _STOP} if wanted else set()
+        self._stems = _stems(con, wanted | words)
+        self._targets = {self._stems[w] for w in wanted}
+
+    def spans(self, text: str) -> list[list[int]]:
+        """[start, end) character offsets in `text` of the words that match, in order."""
+        if not self._targets:
+            return []
+        found = []
+        for match in _WORD.finditer(text):
+            word = _fold(match.group())
+            if word not in _STOP and self._stems.get(word, word) in self._targets:
+                found.append([match.start(), match.end()])
+        return found
+
+
+def highlights(texts: list[str], query: str, con: duckdb.DuckDBPyConnection | None = None) -> list[list[list[int]]]:
+    """For each text, the offsets of its words that match a query term (see Matcher)."""
+    matcher = Matcher(query, texts, con)
+    return [matcher.spans(text) for text in texts]
+
+
+def snippet(text: str, query: str, width: int = 280, matcher: Matcher | None = None) -> str:
+    """About `width` characters of the passage around its first query term, with ellipses where
+    trimmed; the start of the passage if none match."""
     flat = " ".join(text.split())
     if len(flat) <= width:
         return flat
-    stems = [w.lower()[: max(4, len(w) - 2)] for w in _WORD.findall(query) if w.lower() not in _STOP]
-    first = None
-    for match in _WORD.finditer(flat):
-        word = match.group().lower()
-        if any(word.startswith(stem) for stem in stems):
-            first = match.start()
-            break
+    spans = (matcher or Matcher(query, [flat])).spans(flat)
+    first = spans[0][0] if spans else None
     if first is None or first < width // 3:
         start = 0
     else:

@@ -39,8 +39,11 @@ def test_ingest_twice_then_bad_file(tmp_path):
 
     stats = json.loads(newsindex("stats", "--json", db=db).stdout)
     assert stats["documents"] == 1 and [r["status"] for r in stats["runs"]] == ["completed"] * 3
-    hits = newsindex("search", "who warned Russia", "-k", "2", "--json", db=db).stdout.splitlines()
+    hits = newsindex("search", "who warned Russia", "-k", "2", "--mode", "semantic", "--json", db=db).stdout.splitlines()
     assert len(hits) == 2 and json.loads(hits[0])["title"] == "Crocus city hall warning"
+    # Hybrid ranks articles: the one article, with its best passage.
+    hits = newsindex("search", "who warned Russia", "-k", "2", "--json", db=db).stdout.splitlines()
+    assert len(hits) == 1 and json.loads(hits[0])["title"] == "Crocus city hall warning"
 
 
 def test_clear_errors_without_a_warehouse(tmp_path):

@@ -53,7 +53,9 @@ def test_filter_matching_fewer_than_k_and_none(search_db, mode):
     seed_chunks = con.execute("SELECT count(*) FROM chunks WHERE doc_id = ?", [seed_id]).fetchone()[0]
     con.close()
     assert {h.doc_id for h in fewer.hits} == {seed_id}
-    if mode != "keyword":
+    if mode == "hybrid":
+        assert len(fewer.hits) == 1  # hybrid ranks articles
+    elif mode == "semantic":
         assert len(fewer.hits) == seed_chunks
     else:
         assert 0 < len(fewer.hits) <= seed_chunks
@@ -78,10 +80,13 @@ def test_per_doc_collapses_to_articles(search_db, mode):
 def test_hybrid_shows_both_ranks(search_db):
     hits = search(search_db, "Crocus City Hall warning", k=5, mode="hybrid").hits
     assert any(h.semantic_rank and h.keyword_rank for h in hits)
+    assert len({h.doc_id for h in hits}) == len(hits)  # one passage per article
     for h in hits:
         assert h.semantic_rank or h.keyword_rank
-        expected = (1 / (60 + h.semantic_rank) if h.semantic_rank else 0) + (0.5 / (60 + h.keyword_rank) if h.keyword_rank else 0)
-        assert h.score == pytest.approx(expected)
+        assert 0.0 <= h.score <= 1.0
+    # First on both sides: 1 after normalisation on each, so 1 whatever the weight.
+    top = hits[0]
+    assert (top.semantic_rank, top.keyword_rank) == (1, 1) and top.score == pytest.approx(1.0)
 
 
 def test_keyword_finds_exact_code_that_semantic_misses(tmp_path, ingest, db):
