@@ -284,24 +284,52 @@ def ingest(
     part_chars: int = DEFAULT_PART_CHARS,
     wait: float = DEFAULT_WAIT,
     allow_mass_prune: bool = False,
+    workers: int = 0,
+    dask_address: str | None = None,
 ) -> dict:
     """Ingest article files into the warehouse; returns the run summary.
 
     One ingestion writes a warehouse at a time: a run that finds another one going waits up to
     `wait` seconds for it (saying so), then fails without touching anything. With `prune`, a folder
     in which no files were found, or that would lose more than half of its documents, keeps them
-    all (one failure line says so) unless `allow_mass_prune`."""
+    all (one failure line says so) unless `allow_mass_prune`. With `workers` (a local Dask cluster
+    of that many processes) or `dask_address` (a running scheduler) the parts are encoded on the
+    cluster and this process writes them (flows/distributed.py)."""
     config.offline_env()
     check_options(max_tokens, overlap_sentences, wait, batch_chars, part_chars)
     paths = [str(p) for p in (paths or [config.DEFAULT_SEEDS])]
     db_file = str(config.db_path(db))
+    cluster = Cluster(workers, dask_address) if (workers or dask_address) else None
+    if cluster:
+        cluster.check()
     with store.ingest_lock(db_file, wait):
-        return _ingest(paths, db_file, prune, max_tokens, overlap_sentences, batch_chars, part_chars, allow_mass_prune)
+        return _ingest(paths, db_file, prune, max_tokens, overlap_sentences, batch_chars, part_chars, allow_mass_prune, cluster)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Where the embedding stage runs when not in this process."""
+
+    workers: int = 0
+    address: str | None = None
+
+    def check(self) -> None:
+        from newsindex.flows import distributed
+
+        if self.workers and self.address:
+            raise distributed.ClusterError("give --workers or --dask-address, not both")
+        if self.workers < 0 or self.workers > 512:
+            raise distributed.ClusterError(f"--workers must be between 1 and 512, got {self.workers}")
+        if self.address:
+            distributed.check_scheduler(self.address)
+
+    def __str__(self) -> str:
+        return f"Dask scheduler {self.address}" if self.address else f"local Dask cluster of {self.workers} workers"
 
 
 def _ingest(
-    paths: list[str], db_file: str, prune: bool, max_tokens: int, overlap_sentences: int, batch_chars: int, part_chars: int,
-    allow_mass_prune: bool = False,
+    paths: list[str], db_file: str, prune: bool, max_tokens: int, overlap_sentences: int, batch_chars: int,
+    part_chars: int, allow_mass_prune: bool = False, cluster: Cluster | None = None,
 ) -> dict:
     logger = get_run_logger()
     started = time.perf_counter()
@@ -316,6 +344,7 @@ def _ingest(
             store.register_model(con, info.fingerprint, info.name, info.dim)
             run_id = store.start_run(con, paths, _flow_run_id(), info.fingerprint)
     counts: dict[str, float] = {name: 0 for name in store.RUN_COUNTERS}
+    cluster_info: dict | None = None
     failures: list[Failure] = []
     pruned: list[list[str]] = []
     status = "failed"
@@ -337,6 +366,21 @@ def _ingest(
         if on_progress:
             on_progress(0, total_chars)
         chars_of = {path: chars for path, _, chars in planned.work}
+        if cluster and groups:
+            from newsindex.flows import distributed
+
+            logger.info("embedding %d parts on a %s", len(groups), cluster)
+            on_dask = distributed.embed_on_cluster.with_options(task_runner=distributed.task_runner(cluster.workers, cluster.address))
+            result = on_dask(groups, db_file, asdict(settings), info.fingerprint, precision, batch_chars, ENCODE_BATCH_SIZE)
+            for key in ("added", "updated", "unchanged", "chunks_embedded", "tokens_embedded",
+                        "parse_seconds", "embed_seconds", "write_seconds"):
+                counts[key] += result[key]
+            failures.extend(Failure(*f) for f in result["failures"])
+            cluster_info = {"cluster": str(cluster), "parts": result["parts"], "reused_shards": result["reused_shards"],
+                            "workers": result["workers"]}  # fmt: skip
+            groups = []
+            if on_progress:
+                on_progress(total_chars, total_chars)
         for group in groups:
             result = embed_and_write(group, db_file, asdict(settings), info.path, info.name, precision,
                                      batch_chars, done_chars, total_chars)
@@ -376,6 +420,8 @@ def _ingest(
         # (file or file:line, doc id) of what --prune removed; the first ones only, the count is "removed"
         "pruned": pruned,
     }
+    if cluster_info:
+        summary["cluster"] = cluster_info
     for failure in failures:
         logger.error("%s", failure)
     _artifact(summary)

@@ -122,10 +122,12 @@ def _not_nan(ctx, param, value):
 @click.option("--wait", default=600.0, show_default=True, type=click.FloatRange(min=0), callback=_not_nan,
               help="Seconds to wait for another ingestion of this warehouse to finish.")
 @click.option("-v", "--verbose", is_flag=True, help="Show Prefect's log lines.")
+@click.option("--workers", type=int, default=0, help="Encode on a local Dask cluster of N worker processes.")
+@click.option("--dask-address", metavar="tcp://HOST:PORT", help="Encode on the workers of this running Dask scheduler.")
 @domain_errors
 def ingest(
     paths: Sequence[str], db: str | None, prune: bool, allow_mass_prune: bool, max_tokens: int, overlap: int, as_json: bool,
-    wait: float, verbose: bool,
+    wait: float, verbose: bool, workers: int, dask_address: str | None,
 ) -> None:
     """Chunk, embed and store the articles under PATHS (default: seeds/).
 
@@ -137,6 +139,9 @@ def ingest(
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "INFO" if verbose else "CRITICAL")
     from newsindex.flows import ingest as ingest_flow
 
+    if workers or dask_address:
+        # Before Prefect starts: a bad address is one line, at once.
+        ingest_flow.Cluster(workers, dask_address).check()
     _show_warehouse_waits()
     run_paths = list(paths) or [str(config.DEFAULT_SEEDS)]
     db_file = str(config.db_path(db))
@@ -146,6 +151,7 @@ def ingest(
             summary = ingest_flow.ingest(
                 paths=run_paths, db=db_file, prune=prune, max_tokens=max_tokens, overlap_sentences=overlap, wait=wait,
                 allow_mass_prune=allow_mass_prune,
+                workers=workers, dask_address=dask_address,
             )
         finally:
             ingest_flow.on_progress = None

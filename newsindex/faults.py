@@ -21,5 +21,18 @@ def point(name: str) -> None:
     if target != name:
         return
     _hits[name] = _hits.get(name, 0) + 1
-    if _hits[name] == int(nth or 1):
+    if _hits[name] == int(nth or 1) and _first_across_processes():
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _first_across_processes() -> bool:
+    """With $NEWSINDEX_FAULT_ONCE=FILE only the first process to reach the point dies (it creates
+    FILE); the others, and the one started in its place, go on: a worker killed once, not forever."""
+    marker = os.environ.get("NEWSINDEX_FAULT_ONCE")
+    if not marker:
+        return True
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        return True
+    except FileExistsError:
+        return False
