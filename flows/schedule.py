@@ -102,7 +102,10 @@ class Plan:
     every: dt.timedelta | None
 
 
-def plan(paths: list[str], db: str | None, prune: bool, cron: str | None, every: str | None, name: str | None) -> Plan:
+def plan(
+    paths: list[str], db: str | None, prune: bool, cron: str | None, every: str | None, name: str | None,
+    extra: dict | None = None,
+) -> Plan:
     """Check everything that can be checked before talking to Prefect, and fix absolute paths:
     the runs execute in another process, possibly from another working directory."""
     if (cron is None) == (every is None):
@@ -122,7 +125,8 @@ def plan(paths: list[str], db: str | None, prune: bool, cron: str | None, every:
     return Plan(
         name=name or deployment_name(folders),
         api_url=api_url,
-        parameters={"paths": folders, "db": str(config.db_path(db).resolve()), "prune": prune},
+        # `extra`: further ingest-flow parameters given on the command line (mass prune, Dask).
+        parameters={"paths": folders, "db": str(config.db_path(db).resolve()), "prune": prune, **(extra or {})},
         cron=checked_cron,
         every=checked_every,
     )

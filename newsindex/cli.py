@@ -230,9 +230,15 @@ def server_status(as_json: bool) -> None:
 @click.option("--every", help="Interval, e.g. 90s, 5m, 1h30m.")
 @click.option("--prune", is_flag=True, help="Also remove documents whose file under PATHS is gone.")
 @click.option("--name", help="Deployment name (default: from the folder names).")
+@click.option("--allow-mass-prune", is_flag=True, help="With --prune: let a run empty a folder or remove more than half of it.")
+@click.option("--workers", type=click.IntRange(0, 512), default=0, help="Encode each run on a local Dask cluster of N worker processes.")
+@click.option("--dask-address", metavar="tcp://HOST:PORT", help="Encode each run on the workers of this running Dask scheduler.")
 @db_option
 @domain_errors
-def schedule(paths: Sequence[str], cron: str | None, every: str | None, prune: bool, name: str | None, db: str | None) -> None:
+def schedule(
+    paths: Sequence[str], cron: str | None, every: str | None, prune: bool, name: str | None,
+    allow_mass_prune: bool, workers: int, dask_address: str | None, db: str | None,
+) -> None:
     """Ingest PATHS (default: seeds/) on a schedule, served until Ctrl-C or SIGTERM (which pause it).
 
     One process serves a deployment: a second `schedule` of the same --name is refused.
@@ -240,7 +246,15 @@ def schedule(paths: Sequence[str], cron: str | None, every: str | None, prune: b
     config.offline_env()
     from newsindex.flows import schedule as scheduling
 
-    chosen = scheduling.plan(list(paths), db, prune, cron, every, name)
+    extra = {}
+    if allow_mass_prune:
+        extra["allow_mass_prune"] = True
+    if workers or dask_address:
+        from newsindex.flows.ingest import Cluster
+
+        Cluster(workers, dask_address).check()
+        extra.update(workers=workers, dask_address=dask_address)
+    chosen = scheduling.plan(list(paths), db, prune, cron, every, name, extra)
     when = f"cron {chosen.cron}" if chosen.cron else f"every {every}"
     ui = chosen.api_url.removesuffix("/api")
     with scheduling.serving_lock(chosen):
