@@ -267,6 +267,19 @@ def check_options(max_tokens: int, overlap_sentences: int, wait: float, batch_ch
         raise OptionError("; ".join(problems))
 
 
+def _empty_roots(paths: list[str], files: list[str]) -> list[str]:
+    """A folder given to ingest in which nothing was found: likely a typo or a dropped mount, and
+    `seen 0` alone does not say which folder it was."""
+    empty = []
+    for root in paths:
+        if not Path(root).is_dir():
+            continue
+        prefix = os.path.join(os.path.abspath(root), "")
+        if not any(os.path.abspath(f).startswith(prefix) for f in files):
+            empty.append(f"{display_path(root)}: no article files found under it (.txt, .md, .markdown, .jsonl)")
+    return empty
+
+
 def _flow_run_id() -> str | None:
     from prefect.runtime import flow_run
 
@@ -352,7 +365,7 @@ def _ingest(
         files, missing, odd_folders = discover(paths)
         failures.extend(missing)
         planned = plan(files, db_file, chunk_key)
-        planned.warnings[:0] = odd_folders
+        planned.warnings[:0] = odd_folders + _empty_roots(paths, files)
         failures.extend(planned.failures)
         for warning in planned.warnings:
             logger.warning(warning)

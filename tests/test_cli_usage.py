@@ -105,3 +105,11 @@ def test_tables_fit_80_columns_with_headers_whole(search_db):
     import re
 
     assert re.search(r"│ \d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} │", stats)  # started_at on one line
+
+
+def test_an_empty_folder_is_named_in_a_warning(ingest, tmp_path):
+    empty = tmp_path / "news"
+    empty.mkdir()
+    summary = ingest(empty)
+    assert summary["seen"] == 0 and summary["failed"] == 0
+    assert f"{empty}: no article files found under it (.txt, .md, .markdown, .jsonl)" in summary["warnings"]
