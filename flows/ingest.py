@@ -18,6 +18,7 @@ from typing import NamedTuple
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed
 
 from newsindex import config, faults
 from newsindex.articles import ArticleError, discover_files, display_path, read_guarded
@@ -435,10 +436,54 @@ def _ingest(
     }
     if cluster_info:
         summary["cluster"] = cluster_info
+    repeated = _unchanged_repeats(db_file, run_id, failures)
     for failure in failures:
-        logger.error("%s", failure)
+        if (failure.path, failure.line, failure.message) not in repeated:
+            logger.error("%s", failure)
+    if repeated:
+        # A schedule would otherwise log the same bad file as an ERROR every few minutes.
+        logger.warning("%d input(s) still rejected as in the previous run, unchanged since (see ingest_errors)", len(repeated))
+    summary["repeated_failures"] = len(repeated)
+    summary.update(_flow_run_links())
     _artifact(summary)
+    if failures:
+        # Completed, since the good files are stored, but the UI says at a glance that some were not.
+        return Completed(message=f"{len(failures)} input(s) failed; see the ingest-summary artifact", data=summary)
     return summary
+
+
+def _unchanged_repeats(db_file: str, run_id: str, failures: list[Failure]) -> set[tuple[str, int | None, str]]:
+    """Failures the previous run reported too, for files not modified since it started."""
+    if not failures:
+        return set()
+    try:
+        with store.opened(db_file, read_only=False) as con:
+            started, before = store.previous_failures(con, run_id)
+    except store.WarehouseError:
+        return set()
+    repeated = set()
+    for f in failures:
+        key = (f.path, f.line, f.message)
+        if started is None or key not in before:
+            continue
+        try:
+            modified = os.stat(f.path).st_mtime
+        except OSError:
+            modified = None  # still missing: unchanged too
+        if modified is None or modified < started.timestamp():
+            repeated.add(key)
+    return repeated
+
+
+def _flow_run_links() -> dict:
+    """The Prefect flow run behind this ingest, and its page in the UI when a server has one."""
+    from prefect.settings import PREFECT_UI_URL
+
+    run_id = _flow_run_id()
+    if not run_id:
+        return {}
+    ui = PREFECT_UI_URL.value()
+    return {"flow_run_id": str(run_id), "flow_run_url": f"{ui.rstrip('/')}/runs/flow-run/{run_id}" if ui else None}
 
 
 def _artifact(summary: dict) -> None:

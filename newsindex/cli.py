@@ -329,7 +329,11 @@ def _print_summary(summary: dict) -> None:
     table.add_row("tokens embedded", f"{tokens:,}{rate}")
     table.add_row("time", f"{summary['total_seconds']:.1f}s (embed {seconds:.1f}s, write {summary['write_seconds']:.1f}s)")
     table.add_row("warehouse", summary["db"])
+    if summary.get("cluster"):
+        table.add_row("encoded on", f"{summary['cluster']['cluster']} ({len(summary['cluster']['workers'])} took part)")
     console.print(table)
+    if summary.get("flow_run_url"):
+        console.print(f"Prefect flow run {summary['flow_run_id']}: {summary['flow_run_url']}", highlight=False, soft_wrap=True)
     # Escaped: a file called "[red].txt" or a JSON error quoting brackets is text, not markup.
     for warning in summary["warnings"]:
         console.print(f"[yellow]warning[/] {escape(warning)}", highlight=False, soft_wrap=True)

@@ -113,3 +113,29 @@ def test_an_empty_folder_is_named_in_a_warning(ingest, tmp_path):
     summary = ingest(empty)
     assert summary["seen"] == 0 and summary["failed"] == 0
     assert f"{empty}: no article files found under it (.txt, .md, .markdown, .jsonl)" in summary["warnings"]
+
+
+def test_runs_name_their_prefect_flow_run_and_say_when_files_failed(ingest, tmp_path, prefect_server):
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    folder = tmp_path / "news"
+    folder.mkdir()
+    (folder / "broken.txt").write_text("date 2024-02-30 Impossible.")
+    first = ingest(folder)
+    assert first["failed"] == 1 and first["repeated_failures"] == 0
+    assert first["flow_run_url"] is None or first["flow_run_url"].endswith(f"/runs/flow-run/{first['flow_run_id']}")
+
+    async def state_of(run_id):
+        async with get_client() as client:
+            return (await client.read_flow_run(run_id)).state
+
+    state = asyncio.run(state_of(first["flow_run_id"]))
+    assert state.is_completed() and state.message == "1 input(s) failed; see the ingest-summary artifact"
+    # The same bad file, unchanged: reported once, then counted (a schedule would repeat it).
+    second = ingest(folder)
+    assert second["failed"] == 1 and second["repeated_failures"] == 1
+    (folder / "broken.txt").write_text("date 2024-02-31 Still impossible.")
+    third = ingest(folder)
+    assert third["failed"] == 1 and third["repeated_failures"] == 0

@@ -712,6 +712,19 @@ RUN_COUNTERS = (
 )  # fmt: skip
 
 
+def previous_failures(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[dt.datetime | None, set[tuple[str, int | None, str]]]:
+    """When the last finished run before `run_id` started, and the inputs it rejected."""
+    row = con.execute(
+        "SELECT run_id, started_at FROM ingest_runs WHERE run_id <> ? AND finished_at IS NOT NULL"
+        " ORDER BY started_at DESC LIMIT 1",
+        [run_id],
+    ).fetchone()
+    if row is None:
+        return None, set()
+    errors = con.execute("SELECT source_path, line, message FROM ingest_errors WHERE run_id = ?", [row[0]]).fetchall()
+    return row[1], {(path, line, message) for path, line, message in errors}
+
+
 def finish_run(
     con: duckdb.DuckDBPyConnection,
     run_id: str,
