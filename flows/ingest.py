@@ -20,7 +20,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from newsindex import config, faults
-from newsindex.articles import ArticleError, discover_files, display_path, read_guarded
+from newsindex.articles import JSONL_SUFFIXES, ArticleError, derived_id_prefix, discover_files, display_path, read_guarded
 from newsindex.config import ChunkSettings
 from newsindex.embedding import choose_precision, model_info, shared_embedder
 from newsindex.flows import pipeline
@@ -61,6 +61,8 @@ class Plan:
     failures: list[Failure] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     sources: dict[str, list[str]] = field(default_factory=dict)  # file -> every doc id it holds
+    retire: dict[str, list[str]] = field(default_factory=dict)  # file -> superseded documents of its id-less lines
+    lines: list[tuple[str, int]] = field(default_factory=list)  # (doc id, line) of moved JSON Lines documents
     seconds: float = 0.0
 
 
@@ -87,12 +89,15 @@ class _Found(NamedTuple):
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
-def plan(files: list[str], db: str, chunk_key: str) -> Plan:
-    """Parse every file and compare with the warehouse: which documents need embedding."""
+def plan(files: list[str], db: str, chunk_key: str, prune: bool = False) -> Plan:
+    """Parse every file and compare with the warehouse: which documents need embedding, and which
+    stored versions of id-less JSON Lines lines their files no longer hold. `prune`: whether this
+    run will also remove what clean files no longer hold (then that is no twin to skip for)."""
     started = time.perf_counter()
     result = Plan()
     found: list[_Found] = []
     owner: dict[str, str] = {}
+    derived: dict[str, tuple[str, str]] = {}  # clean JSON Lines file -> (path given, prefix of its made ids)
     for path in files:
         faults.point("parse")
         ids: list[str] = []
@@ -103,29 +108,48 @@ def plan(files: list[str], db: str, chunk_key: str) -> Plan:
                 clean = False
                 continue
             result.seen += 1
-            if item.doc_id in owner:
-                result.failures.append(
-                    Failure(path, item.line, f"document id {item.doc_id!r} is already used by {owner[item.doc_id]}")
-                )
-                continue
             shown = display_path(path)
-            owner[item.doc_id] = shown if item.line is None else f"{shown}:{item.line}"
-            result.warnings.extend(f"{owner[item.doc_id]}: {w}" for w in item.warnings)
+            where = shown if item.line is None else f"{shown}:{item.line}"
+            if item.doc_id in owner:
+                if item.derived_id:  # an id made from the text: the same text twice in one file
+                    result.warnings.append(f"{where}: same text as {owner[item.doc_id]}; not stored twice")
+                else:
+                    result.failures.append(Failure(path, item.line, f"document id {item.doc_id!r} is already used by {owner[item.doc_id]}"))
+                continue
+            owner[item.doc_id] = where
+            result.warnings.extend(f"{where}: {w}" for w in item.warnings)
             ids.append(item.doc_id)
-            found.append(_Found(path, item.doc_id, item.line, owner[item.doc_id], item.source_path,
+            found.append(_Found(path, item.doc_id, item.line, where, item.source_path,
                                 item.content_hash, item.text_hash, len(item.text)))  # fmt: skip
         # Only a file read without errors tells prune which documents it no longer holds: a bad line
         # or a broken file must never cost what was stored from it before.
         if clean:
             result.sources[os.path.realpath(path)] = ids
+            if Path(path).suffix.lower() in JSONL_SUFFIXES:
+                derived[os.path.realpath(path)] = (path, derived_id_prefix(path))
     with store.opened(db) as con:
         stored = store.stored_docs(con, [f.doc_id for f in found])
         new = [f for f in found if f.doc_id not in stored]
         twins = store.documents_with_texts(con, [(f.text_hash, f.chars) for f in new]) if new else []
+        placed = store.documents_from(con, sorted({f.source_path for f in found if f.line is not None}))
+    # An id-less line is known by its text, so its file holds a changed line under a new id: the
+    # stored versions that a clean file no longer holds are superseded (and so are the
+    # `<file id>:<line>` ids of earlier versions). They are removed after the new ones are stored.
+    for doc_id, source, _ in placed:
+        if source in derived and doc_id.startswith(derived[source][1]) and doc_id not in result.sources[source]:
+            result.retire.setdefault(derived[source][0], []).append(doc_id)
+    now_at = {f.doc_id: f.line for f in found if f.line is not None}
+    result.lines = sorted((doc_id, now_at[doc_id]) for doc_id, _, line in placed if doc_id in now_at and line != now_at[doc_id])
     # Which text is already held, and where: a new document with the same text as another would only
-    # show up twice in every search. A file moved elsewhere (its old path gone) is not a twin.
-    held = {text_hash: where for text_hash, where, source in twins if Path(source).exists()}
-    held.update({f.text_hash: f.where for f in found if f.doc_id in stored})
+    # show up twice in every search. Only a document that is still there after this run counts: not
+    # one whose file is gone, not one this run rewrites or retires, not one it prunes.
+    going = {doc_id for ids in result.retire.values() for doc_id in ids}
+    if prune:
+        going |= {doc_id for _, _, source, doc_id in twins if source in result.sources and doc_id not in result.sources[source]}
+    held = {text_hash: where for text_hash, where, source, doc_id in twins
+            if doc_id not in owner and doc_id not in going and Path(source).exists()}  # fmt: skip
+    conflicts = {f.doc_id for f in found if f.doc_id in stored and _taken_elsewhere(stored[f.doc_id], f)}
+    held.update({f.text_hash: f.where for f in found if f.doc_id in stored and f.doc_id not in conflicts})
     work: dict[str, tuple[list[str], int]] = {}
     for f in found:
         old = stored.get(f.doc_id)
@@ -134,7 +158,7 @@ def plan(files: list[str], db: str, chunk_key: str) -> Plan:
                 result.warnings.append(f"{f.where}: same text as {held[f.text_hash]}; not stored twice")
                 continue
             held[f.text_hash] = f.where
-        if old and old.source_path != f.source_path and Path(old.source_path).exists():
+        if f.doc_id in conflicts:
             result.failures.append(
                 Failure(f.path, f.line, f"document id {f.doc_id!r} is already used by {old.source_path}")
             )
@@ -147,6 +171,11 @@ def plan(files: list[str], db: str, chunk_key: str) -> Plan:
     result.work = [(path, ids, chars) for path, (ids, chars) in work.items()]
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _taken_elsewhere(old: store.StoredDoc, found: _Found) -> bool:
+    """A stored document with this id comes from another file that still exists."""
+    return old.source_path != found.source_path and Path(old.source_path).exists()
 
 
 def parts(work: list[tuple[str, list[str], int]], part_chars: int) -> list[list[tuple[str, list[str]]]]:
@@ -211,6 +240,15 @@ def embed_and_write(
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
+def settle(db: str, retire: list[str], lines: list[tuple[str, int]]) -> int:
+    """Remove superseded versions of id-less lines and renumber moved lines; how many were removed."""
+    if not retire and not lines:
+        return 0
+    with store.opened(db) as con:
+        return store.settle(con, retire, lines)
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
 def prune_missing(db: str, roots: list[str], sources: dict[str, list[str]]) -> list[str]:
     with store.opened(db) as con:
         return store.prune(con, roots, {path: set(ids) for path, ids in sources.items()})
@@ -272,7 +310,7 @@ def _ingest(
     try:
         files, missing, odd_folders = discover(paths)
         failures.extend(missing)
-        planned = plan(files, db_file, chunk_key)
+        planned = plan(files, db_file, chunk_key, prune)
         planned.warnings[:0] = odd_folders
         failures.extend(planned.failures)
         for warning in planned.warnings:
@@ -297,9 +335,15 @@ def _ingest(
             done_chars += sum(chars_of[path] for path, _ in group)
             if on_progress:
                 on_progress(done_chars, total_chars)
+        # Before prune: what replaced lines leave behind is no part of what prune is asked to remove.
+        # A file that failed while its new versions were stored keeps its old ones.
+        broken = {display_path(f.path) for f in failures}
+        retire = [doc_id for path, ids in planned.retire.items() if display_path(path) not in broken for doc_id in ids]
+        superseded = settle(db_file, sorted(retire), planned.lines)
         if prune:
             removed = prune_missing(db_file, [p for p in paths if Path(p).is_dir()], planned.sources)
             counts["removed"] = len(removed)
+        counts["removed"] += superseded
         rebuilt = refresh_search_index(db_file)
         status = "completed"
     finally:
