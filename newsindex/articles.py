@@ -136,11 +136,12 @@ def _derived_id(path: Path, text: str) -> str:
     return derived_id_prefix(path) + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def _too_long(name: str, value: str, prefix: str = "") -> str | None:
+def _too_long(name: str, value: str, label: str | None = None) -> str | None:
+    """The one-line problem with a field over its limit; `label` names it as the file does."""
     limit = FIELD_LIMITS[name]
     if len(value) <= limit:
         return None
-    return f"{prefix}'{name}' is too long: {len(value)} characters (limit {limit})"
+    return f"{label or repr(name)} is too long: {len(value)} characters (limit {limit})"
 
 
 def read_articles(path: str | Path, today: dt.date | None = None) -> Iterator[Article | ArticleError]:
@@ -342,8 +343,8 @@ def _removed_message(removed: int) -> str:
     return f"removed {removed} control character{'s' if removed != 1 else ''}"
 
 
-def _check_date(path: Path, value: str, today: dt.date, line: int | None = None, prefix: str = "") -> tuple[dt.date, list[str]]:
-    problem = _too_long("date", value.strip(), prefix)
+def _check_date(path: Path, value: str, today: dt.date, line: int | None = None, label: str | None = None) -> tuple[dt.date, list[str]]:
+    problem = _too_long("date", value.strip(), label)
     if problem:
         raise ArticleError(path, problem, line)
     match = _ISO_DATE.fullmatch(value.strip())
@@ -375,7 +376,7 @@ def _parse_text(path: Path, content: str, today: dt.date) -> Article:
     warnings: list[str] = []
     published = None
     if header:
-        published, warnings = _check_date(path, header["token"], today)
+        published, warnings = _check_date(path, header["token"], today, label="date header")
         body = content[header.end() :]
     else:
         warnings.append("no 'date YYYY-MM-DD' header; stored without a date")
@@ -421,7 +422,7 @@ def _parse_markdown(path: Path, content: str, today: dt.date) -> Article:
             value = loaded.get(name)
             if value is not None and not isinstance(value, str):
                 raise ArticleError(path, f"front matter '{name}' must be a single value, got a {_yaml_kind(value)}")
-            problem = _too_long(name, value or "", "front matter ")
+            problem = _too_long(name, value or "", f"front matter '{name}'")
             if problem:
                 raise ArticleError(path, problem)
         meta = loaded
@@ -433,7 +434,7 @@ def _parse_markdown(path: Path, content: str, today: dt.date) -> Article:
     published = None
     raw_date = meta.get("date")
     if raw_date not in (None, ""):
-        published, warnings = _check_date(path, str(raw_date), today, prefix="front matter ")
+        published, warnings = _check_date(path, str(raw_date), today, label="front matter 'date'")
     else:
         warnings.append("no date in front matter; stored without a date")
     heading = _MD_HEADING.search(text)

@@ -126,6 +126,7 @@ def test_content_hash_tracks_content(tmp_path):
         ("notes.docx", "date 2024-01-01 x", "unknown extension '.docx'; expected .txt, .md or .jsonl"),
         ("bad-front.md", "---\ntitle: [unclosed\n---\nText.", "front matter is not valid YAML"),
         ("bad-date.md", "---\ndate: 2024-13-01\n---\nText.", "impossible date '2024-13-01'"),
+        ("long-date.txt", "date 2" + "0" * 70 + " Lead.", "date header is too long: 71 characters (limit 64)"),
     ],
 )
 def test_bad_files_give_one_line_errors(tmp_path, name, content, message):
