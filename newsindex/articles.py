@@ -438,8 +438,12 @@ def _parse_markdown(path: Path, content: str, today: dt.date) -> Article:
     else:
         warnings.append("no date in front matter; stored without a date")
     heading = _MD_HEADING.search(text)
-    title = meta.get("title") or _shorten(heading["title"] if heading else "", FIELD_LIMITS["title"]) or _title_from_stem(path)
-    url = meta.get("url") or meta.get("source")
+    # The file's control characters are gone already, but YAML's escapes ("\e", "\0") make new ones.
+    title = _strip_controls(meta.get("title") or "")[0]
+    title = title or _shorten(heading["title"] if heading else "", FIELD_LIMITS["title"]) or _title_from_stem(path)
+    url, removed = _ANY_CONTROL.subn("", meta.get("url") or meta.get("source") or "")
+    if removed:
+        warnings.append(_removed_message(removed) + " from 'url'")
     return Article(
         doc_id=path_doc_id(path),
         source_path=str(path.resolve()),
@@ -447,7 +451,7 @@ def _parse_markdown(path: Path, content: str, today: dt.date) -> Article:
         title=" ".join(title.split()),
         lead=_shorten(_first_paragraph(text), MAX_LEAD_CHARS),
         published=published,
-        url=str(url) if url else None,
+        url=url or None,
         text=text,
         warnings=warnings,
     )
@@ -545,7 +549,7 @@ def _parse_jsonl(
         if url:
             url, removed = _ANY_CONTROL.subn("", url)
             if removed:
-                warnings.append(f"removed {removed} control character{'s' if removed != 1 else ''} from 'url'")
+                warnings.append(_removed_message(removed) + " from 'url'")
         lead = _first_paragraph(text)
         title = " ".join(_strip_controls(title or "")[0].split())
         yield Article(

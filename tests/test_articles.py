@@ -293,3 +293,10 @@ def test_a_run_without_spaces_is_kept_out_of_chunks_with_a_warning(tmp_path, tok
     error = one(write(tmp_path / "only-blob.txt", f"date 2024-01-01 {blob}"))
     assert isinstance(error, ArticleError)
     assert error.message == "has no words, only a run of 2000000 characters without white space"
+
+
+def test_yaml_escapes_cannot_bring_control_characters_back(tmp_path):
+    article = one(write(tmp_path / "e.md", '---\ntitle: "Red\\e[31m alert\\0"\nurl: "https://e.org/\\e]8;;x\\a"\n---\nBody.\n'))
+    assert isinstance(article, Article)
+    assert (article.title, article.url) == ("Red[31m alert", "https://e.org/]8;;x")
+    assert "removed 2 control characters from 'url'" in article.warnings
