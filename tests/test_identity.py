@@ -8,6 +8,7 @@ import json
 import shutil
 
 import duckdb
+import pytest
 from conftest import warehouse_problems, write
 
 from newsindex.articles import path_doc_id
@@ -80,9 +81,11 @@ def test_a_file_with_a_bad_line_keeps_what_it_stored(ingest, db, tmp_path):
     assert stored_texts(db) == sorted([A, B])
 
 
-def test_documents_under_old_line_ids_are_replaced_once_without_duplicates(ingest, db, tmp_path):
+@pytest.mark.parametrize("on_top", [[], [N]], ids=["unchanged", "new-line-on-top"])
+def test_documents_under_old_line_ids_are_replaced_once_without_duplicates(ingest, db, tmp_path, on_top):
     """A warehouse from before content ids holds `<file id>:<line>`: the first run that reads the
-    unchanged file stores each line under its new id and removes the old ones; the next embeds nothing."""
+    file (unchanged, or with a new line on top, which shifts every old id) stores each line under
+    its new id and removes the old ones; the next run embeds nothing."""
     path = tmp_path / "feed.jsonl"
     feed(path, A, B, C)
     ingest(path)
@@ -98,14 +101,15 @@ def test_documents_under_old_line_ids_are_replaced_once_without_duplicates(inges
         con.close()
     assert sorted(r[0] for r in rows(db, "SELECT doc_id FROM documents")) == [f"{path_doc_id(path)}:{n}" for n in (1, 2, 3)]
 
+    feed(path, *on_top, A, B, C)
     migrated = ingest(path)
-    assert (migrated["added"], migrated["removed"], migrated["failed"]) == (3, 3, 0)
+    assert (migrated["added"], migrated["removed"], migrated["failed"]) == (3 + len(on_top), 3, 0)
     assert not any("same text" in w for w in migrated["warnings"])
-    assert stored_texts(db) == sorted([A, B, C])
+    assert stored_texts(db) == sorted([*on_top, A, B, C])
     assert all(":" in d and not d.rsplit(":", 1)[1].isdigit() for (d,) in rows(db, "SELECT doc_id FROM documents"))
     assert consistent(db) == []
     again = ingest(path)
-    assert (again["added"], again["unchanged"], again["removed"], again["chunks_embedded"]) == (0, 3, 0, 0)
+    assert (again["added"], again["unchanged"], again["removed"], again["chunks_embedded"]) == (0, 3 + len(on_top), 0, 0)
 
 
 def findable(db, text) -> bool:
