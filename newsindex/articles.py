@@ -37,6 +37,9 @@ MAX_LEAD_CHARS = 1000
 # or an attack, and rejects the article with one line. Titles, urls and ids are printed in every
 # search result; a date is a few characters. Titles the reader derives (a heading) are shortened.
 FIELD_LIMITS = {"title": 1000, "url": 2048, "source": 2048, "id": 256, "date": 64}
+# Front matter is a few lines of fields. PyYAML is pure Python and builds an object per node: 1.5 MB
+# of front matter took a minute and 360 MB, so a 10 MB file could hold minutes and gigabytes.
+MAX_FRONT_MATTER_CHARS = 65_536
 _SNIFF_BYTES = 8192
 # UTF-32 first: its little-endian mark starts with UTF-16's.
 _BOMS = (
@@ -406,6 +409,8 @@ def _parse_markdown(path: Path, content: str, today: dt.date) -> Article:
     if front:
         import yaml
 
+        if len(front["yaml"]) > MAX_FRONT_MATTER_CHARS:
+            raise ArticleError(path, f"front matter is too long: {len(front['yaml'])} characters (limit {MAX_FRONT_MATTER_CHARS})")
         try:
             loaded = yaml.load(front["yaml"], Loader=_front_matter_loader()) or {}
         except _AliasRefused as err:

@@ -144,6 +144,7 @@ def write_bad_batch(news: Path) -> None:
     ))  # fmt: skip
     write(news / "laughs.md", LAUGHS)
     write(news / "long-title.md", "---\ntitle: " + "t" * 1001 + "\n---\nA title longer than any headline.\n")
+    write(news / "big-front.md", "---\ntags: [" + ", ".join(["a"] * 40_000) + "]\n---\nA minute of YAML parsing.\n")
     write(news / "deep-front.md", "---\ntitle: " + "[" * 5000 + "]" * 5000 + "\n---\nNested lists.\n")
     write(news / "blob-only.txt", f"date 2024-04-11 {BLOB}")
     write(news / "fields.jsonl", jsonl(
@@ -221,6 +222,7 @@ def expected_failures(news: Path) -> set[tuple[str, int | None, str]]:
         ("laughs.md", 3, "front matter uses a YAML alias (*l0); aliases are not allowed"),
         ("long-title.md", None, "front matter 'title' is too long: 1001 characters (limit 1000)"),
         ("deep-front.md", None, "front matter is nested too deeply"),
+        ("big-front.md", None, "front matter is too long: 120006 characters (limit 65536)"),
         ("blob-only.txt", None, "has no words, only a run of 2000000 characters without white space"),
         ("fields.jsonl", 1, "'id' contains a control character (\\x00); ids must be printable"),
         ("fields.jsonl", 2, "'id' contains a control character (\\x1b); ids must be printable"),
