@@ -9,6 +9,7 @@ three-stage pipeline of flows/pipeline.py over a part of a few million character
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -61,7 +62,7 @@ class Plan:
     failures: list[Failure] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     sources: dict[str, list[str]] = field(default_factory=dict)  # file -> every doc id it holds
-    retire: dict[str, list[str]] = field(default_factory=dict)  # file -> superseded documents of its id-less lines
+    retire: dict[str, list[str]] = field(default_factory=dict)  # file -> its superseded `<file id>:<line>` documents
     lines: list[tuple[str, int]] = field(default_factory=list)  # (doc id, line) of moved JSON Lines documents
     seconds: float = 0.0
 
@@ -91,8 +92,8 @@ class _Found(NamedTuple):
 @task(cache_policy=NO_CACHE, persist_result=False)
 def plan(files: list[str], db: str, chunk_key: str, prune: bool = False) -> Plan:
     """Parse every file and compare with the warehouse: which documents need embedding, and which
-    stored versions of id-less JSON Lines lines their files no longer hold. `prune`: whether this
-    run will also remove what clean files no longer hold (then that is no twin to skip for)."""
+    documents stored under the line-number ids of earlier versions are superseded. `prune`: whether
+    this run will also remove what clean files no longer hold (then that is no twin to skip for)."""
     started = time.perf_counter()
     result = Plan()
     found: list[_Found] = []
@@ -132,12 +133,18 @@ def plan(files: list[str], db: str, chunk_key: str, prune: bool = False) -> Plan
         new = [f for f in found if f.doc_id not in stored]
         twins = store.documents_with_texts(con, [(f.text_hash, f.chars) for f in new]) if new else []
         placed = store.documents_from(con, sorted({f.source_path for f in found if f.line is not None}))
-    # An id-less line is known by its text, so its file holds a changed line under a new id: the
-    # stored versions that a clean file no longer holds are superseded (and so are the
-    # `<file id>:<line>` ids of earlier versions). They are removed after the new ones are stored.
-    for doc_id, source, _ in placed:
-        if source in derived and doc_id.startswith(derived[source][1]) and doc_id not in result.sources[source]:
-            result.retire.setdefault(derived[source][0], []).append(doc_id)
+        # Earlier versions named id-less lines `<file id>:<line>`. A clean file that holds such a
+        # document's text under its new id supersedes it: removed once the new one is stored, with
+        # or without --prune, so an upgrade duplicates nothing. Any other document a file no longer
+        # holds (a line dropped from a rolling feed, an edited line's old text) stays until --prune.
+        old_style = {doc_id: derived[source][0] for doc_id, source, _ in placed
+                     if source in derived and doc_id not in result.sources[source]
+                     and _LINE_NUMBER.fullmatch(doc_id.removeprefix(derived[source][1]))}  # fmt: skip
+        old_texts = store.text_hashes(con, sorted(old_style)) if old_style else {}
+    held_by = {(f.path, f.text_hash) for f in found}
+    for doc_id, path in old_style.items():
+        if (path, old_texts.get(doc_id)) in held_by:
+            result.retire.setdefault(path, []).append(doc_id)
     now_at = {f.doc_id: f.line for f in found if f.line is not None}
     result.lines = sorted((doc_id, now_at[doc_id]) for doc_id, _, line in placed if doc_id in now_at and line != now_at[doc_id])
     # Which text is already held, and where: a new document with the same text as another would only
@@ -171,6 +178,9 @@ def plan(files: list[str], db: str, chunk_key: str, prune: bool = False) -> Plan
     result.work = [(path, ids, chars) for path, (ids, chars) in work.items()]
     result.seconds = time.perf_counter() - started
     return result
+
+
+_LINE_NUMBER = re.compile(r"[0-9]+")
 
 
 def _taken_elsewhere(old: store.StoredDoc, found: _Found) -> bool:
@@ -241,7 +251,7 @@ def embed_and_write(
 
 @task(cache_policy=NO_CACHE, persist_result=False)
 def settle(db: str, retire: list[str], lines: list[tuple[str, int]]) -> int:
-    """Remove superseded versions of id-less lines and renumber moved lines; how many were removed."""
+    """Remove documents superseded under new ids and renumber moved lines; how many were removed."""
     if not retire and not lines:
         return 0
     with store.opened(db) as con:

@@ -59,16 +59,23 @@ def test_a_line_added_on_top_embeds_only_itself_and_loses_nothing(ingest, db, tm
     assert consistent(db) == []
 
 
-def test_an_edited_line_replaces_its_old_version_and_a_duplicate_line_is_a_warning(ingest, db, tmp_path):
-    path = tmp_path / "feed.jsonl"
-    feed(path, A, B)
-    ingest(path)
-    feed(path, A, B.replace("north", "south"), A)
-    summary = ingest(path)
-    assert (summary["added"], summary["removed"], summary["unchanged"]) == (1, 1, 1)
-    assert stored_texts(db) == sorted([A, B.replace("north", "south")])
-    assert f"{path}:3: same text as {path}:1; not stored twice" in summary["warnings"]
-    assert summary["failed"] == 0 and consistent(db) == []
+def test_dropped_and_edited_lines_stay_until_prune_and_a_duplicate_line_is_a_warning(ingest, db, tmp_path):
+    """Like lines with ids: what a feed no longer holds (the oldest line of a rolling feed, the old
+    text of an edited line) is kept until --prune asks for it to go."""
+    news = tmp_path / "news"
+    path = news / "feed.jsonl"
+    feed(path, A, B, C)
+    ingest(news)
+    edited = B.replace("north", "south")
+    feed(path, N, A, edited, A)
+    summary = ingest(news)
+    assert (summary["added"], summary["removed"], summary["unchanged"], summary["failed"]) == (2, 0, 1, 0)
+    assert f"{path}:4: same text as {path}:2; not stored twice" in summary["warnings"]
+    assert stored_texts(db) == sorted([A, B, C, N, edited])
+    pruned = ingest(news, prune=True)
+    assert (pruned["added"], pruned["removed"], pruned["chunks_embedded"]) == (0, 2, 0)
+    assert stored_texts(db) == sorted([N, A, edited])
+    assert consistent(db) == []
 
 
 def test_a_file_with_a_bad_line_keeps_what_it_stored(ingest, db, tmp_path):
@@ -81,11 +88,16 @@ def test_a_file_with_a_bad_line_keeps_what_it_stored(ingest, db, tmp_path):
     assert stored_texts(db) == sorted([A, B])
 
 
-@pytest.mark.parametrize("on_top", [[], [N]], ids=["unchanged", "new-line-on-top"])
-def test_documents_under_old_line_ids_are_replaced_once_without_duplicates(ingest, db, tmp_path, on_top):
+@pytest.mark.parametrize(
+    ("now", "kept_old"),
+    [([A, B, C], 0), ([N, A, B, C], 0), ([N, A, B], 1)],
+    ids=["unchanged", "new-line-on-top", "oldest-line-dropped"],
+)
+def test_documents_under_old_line_ids_are_replaced_once_without_duplicates(ingest, db, tmp_path, now, kept_old):
     """A warehouse from before content ids holds `<file id>:<line>`: the first run that reads the
     file (unchanged, or with a new line on top, which shifts every old id) stores each line under
-    its new id and removes the old ones; the next run embeds nothing."""
+    its new id and removes the old ones whose text it stored; a line the file dropped stays, as
+    any would without --prune. The next run embeds nothing."""
     path = tmp_path / "feed.jsonl"
     feed(path, A, B, C)
     ingest(path)
@@ -101,15 +113,17 @@ def test_documents_under_old_line_ids_are_replaced_once_without_duplicates(inges
         con.close()
     assert sorted(r[0] for r in rows(db, "SELECT doc_id FROM documents")) == [f"{path_doc_id(path)}:{n}" for n in (1, 2, 3)]
 
-    feed(path, *on_top, A, B, C)
+    feed(path, *now)
     migrated = ingest(path)
-    assert (migrated["added"], migrated["removed"], migrated["failed"]) == (3 + len(on_top), 3, 0)
+    replaced = 3 - kept_old
+    assert (migrated["added"], migrated["removed"], migrated["failed"]) == (len(now), replaced, 0)
     assert not any("same text" in w for w in migrated["warnings"])
-    assert stored_texts(db) == sorted([*on_top, A, B, C])
-    assert all(":" in d and not d.rsplit(":", 1)[1].isdigit() for (d,) in rows(db, "SELECT doc_id FROM documents"))
+    assert stored_texts(db) == sorted({*now, A, B, C})
+    old_ids = [d for (d,) in rows(db, "SELECT doc_id FROM documents") if d.rsplit(":", 1)[1].isdigit()]
+    assert len(old_ids) == kept_old
     assert consistent(db) == []
     again = ingest(path)
-    assert (again["added"], again["unchanged"], again["removed"], again["chunks_embedded"]) == (0, 3 + len(on_top), 0, 0)
+    assert (again["added"], again["unchanged"], again["removed"], again["chunks_embedded"]) == (0, len(now), 0, 0)
 
 
 def findable(db, text) -> bool:

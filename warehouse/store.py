@@ -345,10 +345,15 @@ def documents_from(con: duckdb.DuckDBPyConnection, sources: Sequence[str]) -> li
     ).fetchall()
 
 
+def text_hashes(con: duckdb.DuckDBPyConnection, doc_ids: Sequence[str]) -> dict[str, str]:
+    """doc id -> SHA-256 of its text, for these documents."""
+    return dict(con.execute("SELECT doc_id, sha256(text) FROM documents WHERE doc_id IN (SELECT unnest(?))", [list(doc_ids)]).fetchall())
+
+
 def settle(con: duckdb.DuckDBPyConnection, remove: Sequence[str], lines: Sequence[tuple[str, int]]) -> int:
-    """In one transaction: remove documents that their files no longer hold (superseded versions of
-    id-less JSON Lines lines), and record the line each moved JSON Lines document is on now.
-    Returns how many documents were removed."""
+    """In one transaction: remove documents superseded under new ids (id-less JSON Lines lines that
+    earlier versions stored by line number), and record the line each moved JSON Lines document is
+    on now. Returns how many documents were removed."""
     removed = 0
     with transaction(con):
         if remove:
