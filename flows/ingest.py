@@ -9,6 +9,7 @@ three-stage pipeline of flows/pipeline.py over a part of a few million character
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -21,7 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed
 
 from newsindex import config, faults
-from newsindex.articles import ArticleError, discover_files, display_path, read_guarded
+from newsindex.articles import JSONL_SUFFIXES, ArticleError, derived_id_prefix, discover_files, display_path, read_guarded
 from newsindex.config import ChunkSettings
 from newsindex.embedding import choose_precision, model_info, shared_embedder
 from newsindex.flows import pipeline
@@ -64,6 +65,8 @@ class Plan:
     failures: list[Failure] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     sources: dict[str, list[str]] = field(default_factory=dict)  # file -> every doc id it holds
+    retire: dict[str, list[str]] = field(default_factory=dict)  # file -> its superseded `<file id>:<line>` documents
+    lines: list[tuple[str, int]] = field(default_factory=list)  # (doc id, line) of moved JSON Lines documents
     seconds: float = 0.0
 
 
@@ -90,12 +93,15 @@ class _Found(NamedTuple):
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
-def plan(files: list[str], db: str, chunk_key: str) -> Plan:
-    """Parse every file and compare with the warehouse: which documents need embedding."""
+def plan(files: list[str], db: str, chunk_key: str, prune: bool = False) -> Plan:
+    """Parse every file and compare with the warehouse: which documents need embedding, and which
+    documents stored under the line-number ids of earlier versions are superseded. `prune`: whether
+    this run will also remove what clean files no longer hold (then that is no twin to skip for)."""
     started = time.perf_counter()
     result = Plan()
     found: list[_Found] = []
     owner: dict[str, str] = {}
+    derived: dict[str, tuple[str, str]] = {}  # clean JSON Lines file -> (path given, prefix of its made ids)
     for path in files:
         faults.point("parse")
         ids: list[str] = []
@@ -106,29 +112,54 @@ def plan(files: list[str], db: str, chunk_key: str) -> Plan:
                 clean = False
                 continue
             result.seen += 1
-            if item.doc_id in owner:
-                result.failures.append(
-                    Failure(path, item.line, f"document id {item.doc_id!r} is already used by {owner[item.doc_id]}")
-                )
-                continue
             shown = display_path(path)
-            owner[item.doc_id] = shown if item.line is None else f"{shown}:{item.line}"
-            result.warnings.extend(f"{owner[item.doc_id]}: {w}" for w in item.warnings)
+            where = shown if item.line is None else f"{shown}:{item.line}"
+            if item.doc_id in owner:
+                if item.derived_id:  # an id made from the text: the same text twice in one file
+                    result.warnings.append(f"{where}: same text as {owner[item.doc_id]}; not stored twice")
+                else:
+                    result.failures.append(Failure(path, item.line, f"document id {item.doc_id!r} is already used by {owner[item.doc_id]}"))
+                continue
+            owner[item.doc_id] = where
+            result.warnings.extend(f"{where}: {w}" for w in item.warnings)
             ids.append(item.doc_id)
-            found.append(_Found(path, item.doc_id, item.line, owner[item.doc_id], item.source_path,
+            found.append(_Found(path, item.doc_id, item.line, where, item.source_path,
                                 item.content_hash, item.text_hash, len(item.text)))  # fmt: skip
         # Only a file read without errors tells prune which documents it no longer holds: a bad line
         # or a broken file must never cost what was stored from it before.
         if clean:
             result.sources[os.path.realpath(path)] = ids
+            if Path(path).suffix.lower() in JSONL_SUFFIXES:
+                derived[os.path.realpath(path)] = (path, derived_id_prefix(path))
     with store.opened(db) as con:
         stored = store.stored_docs(con, [f.doc_id for f in found])
         new = [f for f in found if f.doc_id not in stored]
         twins = store.documents_with_texts(con, [(f.text_hash, f.chars) for f in new]) if new else []
+        placed = store.documents_from(con, sorted({f.source_path for f in found if f.line is not None}))
+        # Earlier versions named id-less lines `<file id>:<line>`. A clean file that holds such a
+        # document's text under its new id supersedes it: removed once the new one is stored, with
+        # or without --prune, so an upgrade duplicates nothing. Any other document a file no longer
+        # holds (a line dropped from a rolling feed, an edited line's old text) stays until --prune.
+        old_style = {doc_id: derived[source][0] for doc_id, source, _ in placed
+                     if source in derived and doc_id not in result.sources[source]
+                     and _LINE_NUMBER.fullmatch(doc_id.removeprefix(derived[source][1]))}  # fmt: skip
+        old_texts = store.text_hashes(con, sorted(old_style)) if old_style else {}
+    held_by = {(f.path, f.text_hash) for f in found}
+    for doc_id, path in old_style.items():
+        if (path, old_texts.get(doc_id)) in held_by:
+            result.retire.setdefault(path, []).append(doc_id)
+    now_at = {f.doc_id: f.line for f in found if f.line is not None}
+    result.lines = sorted((doc_id, now_at[doc_id]) for doc_id, _, line in placed if doc_id in now_at and line != now_at[doc_id])
     # Which text is already held, and where: a new document with the same text as another would only
-    # show up twice in every search. A file moved elsewhere (its old path gone) is not a twin.
-    held = {text_hash: where for text_hash, where, source in twins if Path(source).exists()}
-    held.update({f.text_hash: f.where for f in found if f.doc_id in stored})
+    # show up twice in every search. Only a document that is still there after this run counts: not
+    # one whose file is gone, not one this run rewrites or retires, not one it prunes.
+    going = {doc_id for ids in result.retire.values() for doc_id in ids}
+    if prune:
+        going |= {doc_id for _, _, source, doc_id in twins if source in result.sources and doc_id not in result.sources[source]}
+    held = {text_hash: where for text_hash, where, source, doc_id in twins
+            if doc_id not in owner and doc_id not in going and Path(source).exists()}  # fmt: skip
+    conflicts = {f.doc_id for f in found if f.doc_id in stored and _taken_elsewhere(stored[f.doc_id], f)}
+    held.update({f.text_hash: f.where for f in found if f.doc_id in stored and f.doc_id not in conflicts})
     work: dict[str, tuple[list[str], int]] = {}
     for f in found:
         old = stored.get(f.doc_id)
@@ -137,7 +168,7 @@ def plan(files: list[str], db: str, chunk_key: str) -> Plan:
                 result.warnings.append(f"{f.where}: same text as {held[f.text_hash]}; not stored twice")
                 continue
             held[f.text_hash] = f.where
-        if old and old.source_path != f.source_path and Path(old.source_path).exists():
+        if f.doc_id in conflicts:
             result.failures.append(
                 Failure(f.path, f.line, f"document id {f.doc_id!r} is already used by {old.source_path}")
             )
@@ -150,6 +181,14 @@ def plan(files: list[str], db: str, chunk_key: str) -> Plan:
     result.work = [(path, ids, chars) for path, (ids, chars) in work.items()]
     result.seconds = time.perf_counter() - started
     return result
+
+
+_LINE_NUMBER = re.compile(r"[0-9]+")
+
+
+def _taken_elsewhere(old: store.StoredDoc, found: _Found) -> bool:
+    """A stored document with this id comes from another file that still exists."""
+    return old.source_path != found.source_path and Path(old.source_path).exists()
 
 
 def parts(work: list[tuple[str, list[str], int]], part_chars: int) -> list[list[tuple[str, list[str]]]]:
@@ -211,6 +250,15 @@ def embed_and_write(
         "write_seconds": outcome.write_seconds,
         "failures": [asdict(Failure(*f)) for f in outcome.failures],
     }
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def settle(db: str, retire: list[str], lines: list[tuple[str, int]]) -> int:
+    """Remove documents superseded under new ids and renumber moved lines; how many were removed."""
+    if not retire and not lines:
+        return 0
+    with store.opened(db) as con:
+        return store.settle(con, retire, lines)
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
@@ -365,7 +413,7 @@ def _ingest(
     try:
         files, missing, odd_folders = discover(paths)
         failures.extend(missing)
-        planned = plan(files, db_file, chunk_key)
+        planned = plan(files, db_file, chunk_key, prune)
         planned.warnings[:0] = odd_folders + _empty_roots(paths, files)
         failures.extend(planned.failures)
         for warning in planned.warnings:
@@ -405,6 +453,11 @@ def _ingest(
             done_chars += sum(chars_of[path] for path, _ in group)
             if on_progress:
                 on_progress(done_chars, total_chars)
+        # Before prune: what replaced lines leave behind is no part of what prune is asked to remove.
+        # A file that failed while its new versions were stored keeps its old ones.
+        broken = {display_path(f.path) for f in failures}
+        retire = [doc_id for path, ids in planned.retire.items() if display_path(path) not in broken for doc_id in ids]
+        superseded = settle(db_file, sorted(retire), planned.lines)
         if prune:
             roots = [p for p in paths if Path(p).is_dir()]
             outcome = prune_missing(db_file, roots, planned.sources, files_under(roots, files), allow_mass_prune)
@@ -414,6 +467,7 @@ def _ingest(
             if pruned:
                 logger.info("pruned %d documents whose file is gone: %s%s", outcome["count"],
                             ", ".join(where for where, _ in pruned[:20]), " ..." if outcome["count"] > 20 else "")
+        counts["removed"] += superseded
         rebuilt = refresh_search_index(db_file)
         status = "completed"
     finally:

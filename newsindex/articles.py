@@ -9,16 +9,19 @@ from __future__ import annotations
 import codecs
 import datetime as dt
 import errno
+import functools
 import hashlib
 import json
 import os
 import re
 import stat
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from newsindex.errors import NewsindexError
+from newsindex.chunking import MAX_WORD_CHARS, long_runs
 
 TEXT_SUFFIXES = {".txt"}
 MARKDOWN_SUFFIXES = {".md", ".markdown"}
@@ -31,6 +34,13 @@ SUPPORTED_SUFFIXES = TEXT_SUFFIXES | MARKDOWN_SUFFIXES | JSONL_SUFFIXES
 MAX_ARTICLE_BYTES = 10_000_000
 # Leads are shown in search results; a 50 000-character first line must not become one.
 MAX_LEAD_CHARS = 1000
+# Limits on the fields a file gives (front matter, JSON Lines): a value over its limit is a mistake
+# or an attack, and rejects the article with one line. Titles, urls and ids are printed in every
+# search result; a date is a few characters. Titles the reader derives (a heading) are shortened.
+FIELD_LIMITS = {"title": 1000, "url": 2048, "source": 2048, "id": 256, "date": 64}
+# Front matter is a few lines of fields. PyYAML is pure Python and builds an object per node: 1.5 MB
+# of front matter took a minute and 360 MB, so a 10 MB file could hold minutes and gigabytes.
+MAX_FRONT_MATTER_CHARS = 65_536
 _SNIFF_BYTES = 8192
 # UTF-32 first: its little-endian mark starts with UTF-16's.
 _BOMS = (
@@ -40,6 +50,8 @@ _BOMS = (
 # C0 and C1 control characters except tab, newline, carriage return, form feed and vertical tab
 # (white space): terminal escapes and mojibake that no reader wants in an article.
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
+# In an id or url even white space is a control character: ids are typed and printed on one line.
+_ANY_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _UNPRINTABLE_IN_NAME = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _FILE_KINDS = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
 
@@ -50,6 +62,7 @@ _ISO_DATE = re.compile(r"(?P<y>\d{4})-(?P<m>\d{2})-(?P<d>\d{2})(?:[T ]\d{2}:\d{2
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\n(?P<yaml>.*?)\n---[ \t]*(?:\n|\Z)", re.DOTALL)
 _MD_HEADING = re.compile(r"^#\s+(?P<title>.+?)\s*#*\s*$", re.MULTILINE)
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
+_NON_SPACE = re.compile(r"\S")
 
 
 class ArticleError(NewsindexError):
@@ -80,6 +93,8 @@ class Article:
     text: str
     line: int | None = None
     warnings: list[str] = field(default_factory=list)
+    # True for a JSON Lines line without an `id`: its id is made from the file and the text.
+    derived_id: bool = False
 
     @property
     def content_hash(self) -> str:
@@ -113,6 +128,26 @@ def path_doc_id(path: Path) -> str:
     return f"{path.stem}-{digest}"
 
 
+def derived_id_prefix(path: str | Path) -> str:
+    """What every id made for an id-less JSON Lines line of this file starts with (also the
+    `<file id>:<line>` ids that earlier versions made)."""
+    return f"{path_doc_id(Path(path))}:"
+
+
+def _derived_id(path: Path, text: str) -> str:
+    """An id-less line's identity is its text, not its position: a feed that adds its newest line at
+    the top must not shift (and re-embed) every line below it."""
+    return derived_id_prefix(path) + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _too_long(name: str, value: str, label: str | None = None) -> str | None:
+    """The one-line problem with a field over its limit; `label` names it as the file does."""
+    limit = FIELD_LIMITS[name]
+    if len(value) <= limit:
+        return None
+    return f"{label or repr(name)} is too long: {len(value)} characters (limit {limit})"
+
+
 def read_articles(path: str | Path, today: dt.date | None = None) -> Iterator[Article | ArticleError]:
     """Yield the articles in one file, and an ArticleError for each problem.
 
@@ -121,6 +156,32 @@ def read_articles(path: str | Path, today: dt.date | None = None) -> Iterator[Ar
     Lines file is streamed, so memory stays bounded by MAX_ARTICLE_BYTES whatever the input.
     """
     path = Path(path)
+    for item in _read(path, today):
+        yield _check_words(path, item) if isinstance(item, Article) else item
+
+
+def _check_words(path: Path, article: Article) -> Article | ArticleError:
+    """Runs without white space longer than any word are left out of the chunks (see chunking):
+    say so, and refuse an article that has nothing else."""
+    runs = long_runs(article.text)
+    if not runs:
+        return article
+    longest = max(runs, key=lambda r: r[1] - r[0])
+    size = longest[1] - longest[0]
+    gaps = zip([0] + [end for _, end in runs], [start for start, _ in runs] + [len(article.text)])
+    if not any(_NON_SPACE.search(article.text, start, end) for start, end in gaps):
+        return ArticleError(path, f"has no words, only {_runs_phrase(runs, size)}", article.line)
+    article.warnings.append(f"has {_runs_phrase(runs, size)} (at character {longest[0]}); stored, but left out of the chunks that search reads")
+    return article
+
+
+def _runs_phrase(runs: list[tuple[int, int]], longest: int) -> str:
+    if len(runs) == 1:
+        return f"a run of {longest} characters without white space"
+    return f"{len(runs)} runs of over {MAX_WORD_CHARS} characters without white space, the longest {longest}"
+
+
+def _read(path: Path, today: dt.date | None) -> Iterator[Article | ArticleError]:
     today = today or dt.date.today()
     suffix = path.suffix.lower()
     try:
@@ -286,7 +347,10 @@ def _removed_message(removed: int) -> str:
     return f"removed {removed} control character{'s' if removed != 1 else ''}"
 
 
-def _check_date(path: Path, value: str, today: dt.date, line: int | None = None) -> tuple[dt.date, list[str]]:
+def _check_date(path: Path, value: str, today: dt.date, line: int | None = None, label: str | None = None) -> tuple[dt.date, list[str]]:
+    problem = _too_long("date", value.strip(), label)
+    if problem:
+        raise ArticleError(path, problem, line)
     match = _ISO_DATE.fullmatch(value.strip())
     if not match:
         raise ArticleError(path, f"malformed date {value.strip()!r}; expected YYYY-MM-DD", line)
@@ -316,7 +380,7 @@ def _parse_text(path: Path, content: str, today: dt.date) -> Article:
     warnings: list[str] = []
     published = None
     if header:
-        published, warnings = _check_date(path, header["token"], today)
+        published, warnings = _check_date(path, header["token"], today, label="date header")
         body = content[header.end() :]
     else:
         warnings.append("no 'date YYYY-MM-DD' header; stored without a date")
@@ -346,15 +410,27 @@ def _parse_markdown(path: Path, content: str, today: dt.date) -> Article:
     if front:
         import yaml
 
+        if len(front["yaml"]) > MAX_FRONT_MATTER_CHARS:
+            raise ArticleError(path, f"front matter is too long: {len(front['yaml'])} characters (limit {MAX_FRONT_MATTER_CHARS})")
         try:
-            # BaseLoader keeps every value a string: YAML's own date parsing would crash on 2024-13-01.
-            loaded = yaml.load(front["yaml"], Loader=yaml.BaseLoader) or {}
+            loaded = yaml.load(front["yaml"], Loader=_front_matter_loader()) or {}
+        except _AliasRefused as err:
+            raise ArticleError(path, f"front matter uses a YAML alias (*{err.args[0]}); aliases are not allowed", err.args[1]) from None
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             line = mark.line + 2 if mark else None
             raise ArticleError(path, "front matter is not valid YAML", line) from None
+        except RecursionError:
+            raise ArticleError(path, "front matter is nested too deeply") from None
         if not isinstance(loaded, dict):
             raise ArticleError(path, "front matter must be a mapping of fields")
+        for name in ("title", "date", "url", "source"):
+            value = loaded.get(name)
+            if value is not None and not isinstance(value, str):
+                raise ArticleError(path, f"front matter '{name}' must be a single value, got a {_yaml_kind(value)}")
+            problem = _too_long(name, value or "", f"front matter '{name}'")
+            if problem:
+                raise ArticleError(path, problem)
         meta = loaded
         body = content[front.end() :]
     text = body.strip()
@@ -364,12 +440,16 @@ def _parse_markdown(path: Path, content: str, today: dt.date) -> Article:
     published = None
     raw_date = meta.get("date")
     if raw_date not in (None, ""):
-        published, warnings = _check_date(path, str(raw_date), today)
+        published, warnings = _check_date(path, str(raw_date), today, label="front matter 'date'")
     else:
         warnings.append("no date in front matter; stored without a date")
     heading = _MD_HEADING.search(text)
-    title = str(meta.get("title") or (heading["title"] if heading else "") or _title_from_stem(path))
-    url = meta.get("url") or meta.get("source")
+    # The file's control characters are gone already, but YAML's escapes ("\e", "\0") make new ones.
+    title = _strip_controls(meta.get("title") or "")[0]
+    title = title or _shorten(heading["title"] if heading else "", FIELD_LIMITS["title"]) or _title_from_stem(path)
+    url, removed = _ANY_CONTROL.subn("", meta.get("url") or meta.get("source") or "")
+    if removed:
+        warnings.append(_removed_message(removed) + " from 'url'")
     return Article(
         doc_id=path_doc_id(path),
         source_path=str(path.resolve()),
@@ -377,17 +457,42 @@ def _parse_markdown(path: Path, content: str, today: dt.date) -> Article:
         title=" ".join(title.split()),
         lead=_shorten(_first_paragraph(text), MAX_LEAD_CHARS),
         published=published,
-        url=str(url) if url else None,
+        url=url or None,
         text=text,
         warnings=warnings,
     )
+
+
+class _AliasRefused(Exception):
+    """An alias in front matter: `*a` repeats what `&a` names, so a few hundred bytes of nested
+    aliases expand to gigabytes (the "billion laughs"). No article needs one."""
+
+
+@functools.cache
+def _front_matter_loader() -> type:
+    """BaseLoader keeps every value a string (YAML's own date parsing would crash on 2024-13-01);
+    this one also refuses aliases before they are expanded. Built on first use: yaml is imported
+    only when a Markdown file has front matter."""
+    import yaml
+
+    class FrontMatterLoader(yaml.BaseLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise _AliasRefused(event.anchor, event.start_mark.line + 2)
+            return super().compose_node(parent, index)
+
+    return FrontMatterLoader
+
+
+def _yaml_kind(value) -> str:
+    return "list" if isinstance(value, list) else "mapping" if isinstance(value, dict) else type(value).__name__
 
 
 def _parse_jsonl(
     path: Path, lines: Iterator[tuple[int, str | ArticleError]], today: dt.date
 ) -> Iterator[Article | ArticleError]:
     source = str(path.resolve())
-    base_id = path_doc_id(path)
     for number, line in lines:
         if isinstance(line, ArticleError):
             yield line
@@ -400,6 +505,13 @@ def _parse_jsonl(
             record = json.loads(line, strict=False)
         except json.JSONDecodeError as err:
             yield ArticleError(path, f"not valid JSON ({err.msg} at column {err.colno})", number)
+            continue
+        except ValueError:
+            # Python refuses to convert an integer of more than 4300 digits (a denial-of-service guard).
+            yield ArticleError(path, f"contains a number of more than {sys.get_int_max_str_digits()} digits; not accepted", number)
+            continue
+        except RecursionError:
+            yield ArticleError(path, "is nested too deeply to be an article", number)
             continue
         if not isinstance(record, dict):
             yield ArticleError(path, f"expected a JSON object, got {type(record).__name__}", number)
@@ -433,24 +545,64 @@ def _parse_jsonl(
             warnings += date_warnings
         else:
             warnings.append("no 'date'; stored without a date")
-        raw_id = record.get("id")
-        if raw_id is not None and (isinstance(raw_id, bool) or not isinstance(raw_id, (str, int))):
-            yield ArticleError(path, f"'id' must be a string or integer, got {type(raw_id).__name__}", number)
+        try:
+            doc_id = _record_id(path, record.get("id"), number)
+            title = _record_field(path, record, "title", number)
+            url = _record_field(path, record, "url", number)
+        except ArticleError as err:
+            yield err
             continue
+        if url:
+            url, removed = _ANY_CONTROL.subn("", url)
+            if removed:
+                warnings.append(_removed_message(removed) + " from 'url'")
         lead = _first_paragraph(text)
-        title = " ".join(_strip_controls(str(record.get("title") or ""))[0].split())
+        title = " ".join(_strip_controls(title or "")[0].split())
         yield Article(
-            doc_id=str(raw_id) if raw_id not in (None, "") else f"{base_id}:{number}",
+            doc_id=doc_id or _derived_id(path, text),
             source_path=source,
             format="jsonl",
             title=title or _shorten(lead, 100),
             lead=_shorten(lead, MAX_LEAD_CHARS),
             published=published,
-            url=str(record["url"]) if record.get("url") else None,
+            url=url or None,
             text=text,
             line=number,
             warnings=warnings,
+            derived_id=doc_id is None,
         )
+
+
+def _record_id(path: Path, raw_id, line: int) -> str | None:
+    """The line's own id, or None when it has none. Ids are typed in commands and printed on one
+    line, so control characters (NUL above all) are refused rather than cleaned: a cleaned id would
+    not be the one the feed uses."""
+    if raw_id is None or raw_id == "":
+        return None
+    if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
+        raise ArticleError(path, f"'id' must be a string or integer, got {type(raw_id).__name__}", line)
+    doc_id = str(raw_id)
+    control = _ANY_CONTROL.search(doc_id)
+    if control:
+        escaped = control.group().encode("unicode_escape").decode("ascii")
+        raise ArticleError(path, f"'id' contains a control character ({escaped}); ids must be printable", line)
+    problem = _too_long("id", doc_id)
+    if problem:
+        raise ArticleError(path, problem, line)
+    return doc_id
+
+
+def _record_field(path: Path, record: dict, name: str, line: int) -> str | None:
+    value = record.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, (dict, list)):
+        raise ArticleError(path, f"'{name}' must be a string, got {type(value).__name__}", line)
+    text = str(value)
+    problem = _too_long(name, text)
+    if problem:
+        raise ArticleError(path, problem, line)
+    return text
 
 
 def _shorten(text: str, limit: int) -> str:

@@ -24,6 +24,12 @@ _ABBREVIATIONS = {
 # Sentence end: terminal punctuation, optional closing quotes/brackets, then white space.
 _SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s)")
 _STARTS_SENTENCE = re.compile(r"\s+[\"'“‘(\[]*[A-Z0-9\u00C0-\u024F\u0370-\u1FFF\u0400-\u04FF\u0590-\u06FF\u3040-\u9FFF]")
+# The model's WordPiece vocabulary turns any word over 100 characters into one [UNK]; a run of
+# thousands of characters without white space (a base64 blob, a pasted hash dump) is not prose and
+# would fill chunks with [UNK] or with thousands of meaningless word pieces. Such runs stay in the
+# stored text but are left out of every chunk. The lookbehind makes the scan linear.
+MAX_WORD_CHARS = 1000
+_LONG_RUN = re.compile(r"(?<!\S)\S{%d,}" % (MAX_WORD_CHARS + 1))
 _BLOCK_BREAK = re.compile(r"\n[ \t]*\n|\n(?=[ \t]*(?:#{1,6}\s|[-*+]\s|\d+[.)]\s|>))")
 
 
@@ -121,13 +127,31 @@ def _add_span(text: str, start: int, end: int, spans: list[tuple[int, int]]) -> 
         spans.append((start, end))
 
 
+def long_runs(text: str) -> list[tuple[int, int]]:
+    """Character spans of the runs of more than MAX_WORD_CHARS characters without white space."""
+    return [m.span() for m in _LONG_RUN.finditer(text)]
+
+
 def chunk_text(text: str, tokenizer: Tokenizer, settings: ChunkSettings = ChunkSettings()) -> list[Chunk]:
     """Pack whole sentences into chunks of at most `settings.max_tokens` content tokens, repeating
     the last `overlap_sentences` sentences of a chunk at the start of the next. A sentence longer
-    than the budget is cut at token boundaries (word boundaries where possible)."""
+    than the budget is cut at token boundaries (word boundaries where possible). Runs longer than
+    MAX_WORD_CHARS without white space are left out: the text around them is chunked apart."""
     budget = min(settings.max_tokens, tokenizer.content_budget)
     if budget < 1:
         raise ValueError(f"chunk budget must be at least 1 token, got {settings.max_tokens}")
+    runs = long_runs(text)
+    if not runs:
+        return _chunk_prose(text, tokenizer, settings, budget)
+    chunks: list[Chunk] = []
+    bounds = [0] + [edge for run in runs for edge in run] + [len(text)]
+    for start, end in zip(bounds[::2], bounds[1::2]):
+        for c in _chunk_prose(text[start:end], tokenizer, settings, budget):
+            chunks.append(Chunk(len(chunks), start + c.start, start + c.end, c.text, c.token_count))
+    return chunks
+
+
+def _chunk_prose(text: str, tokenizer: Tokenizer, settings: ChunkSettings, budget: int) -> list[Chunk]:
     units = _units(text, split_sentences(text), tokenizer, budget)
     spans = _pack(units, settings.overlap_sentences, budget)
     # Token counts of sentences add up for WordPiece, but check the joined texts to be sure: all in

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
+import sys
 
 import pytest
 from conftest import SEED_FILE, write
@@ -95,7 +97,9 @@ def test_jsonl_articles_and_ids(tmp_path):
     assert [type(i) for i in items] == [Article, Article, Article]
     first, second, third = items
     assert (first.doc_id, first.title, first.published, first.url) == ("a1", "First", dt.date(2024, 1, 2), "https://e.org/1")
-    assert second.doc_id == f"{path_doc_id(path)}:2" and second.line == 2
+    # An id-less line is known by its file and its text, not by its line number.
+    assert second.doc_id == f"{path_doc_id(path)}:{second.text_hash[:16]}" and second.line == 2
+    assert second.derived_id and not first.derived_id and not third.derived_id
     assert second.title == "Beta has no id."
     assert third.doc_id == "7"
     assert all(i.source_path == str(path.resolve()) for i in items)
@@ -122,6 +126,7 @@ def test_content_hash_tracks_content(tmp_path):
         ("notes.docx", "date 2024-01-01 x", "unknown extension '.docx'; expected .txt, .md or .jsonl"),
         ("bad-front.md", "---\ntitle: [unclosed\n---\nText.", "front matter is not valid YAML"),
         ("bad-date.md", "---\ndate: 2024-13-01\n---\nText.", "impossible date '2024-13-01'"),
+        ("long-date.txt", "date 2" + "0" * 70 + " Lead.", "date header is too long: 71 characters (limit 64)"),
     ],
 )
 def test_bad_files_give_one_line_errors(tmp_path, name, content, message):
@@ -170,3 +175,130 @@ def test_jsonl_bad_lines_are_reported_and_good_lines_kept(tmp_path):
         (6, "impossible date '2024-02-30'"),
     ]
     assert str(items[1]) == f"{path}:2: not valid JSON (Expecting property name enclosed in double quotes at column 2)"
+
+
+def test_id_less_lines_keep_their_ids_when_a_line_is_inserted_above(tmp_path):
+    path = tmp_path / "feed.jsonl"
+    lines = [json.dumps({"text": t}) for t in ("Alpha story.", "Beta story.", "Gamma story.")]
+    write(path, "\n".join(lines) + "\n")
+    before = {a.text: a.doc_id for a in read_articles(path, today=TODAY)}
+    write(path, "\n".join([json.dumps({"text": "Newest story."}), *lines]) + "\n")
+    after = {a.text: (a.doc_id, a.line) for a in read_articles(path, today=TODAY)}
+    assert {text: doc_id for text, (doc_id, _) in after.items() if text in before} == before
+    assert [line for _, line in after.values()] == [1, 2, 3, 4]
+    assert len({doc_id for doc_id, _ in after.values()}) == 4
+
+
+def billion_laughs(levels: int, width: int = 10) -> str:
+    """Front matter of a few hundred bytes whose title, expanded, is width**levels copies of "lol"."""
+    lines = ["---", "l0: &l0 [" + ", ".join(["lol"] * width) + "]"]
+    for level in range(1, levels):
+        lines.append(f"l{level}: &l{level} [" + ", ".join([f"*l{level - 1}"] * width) + "]")
+    lines += [f"title: *l{levels - 1}", "date: 2024-01-01", "---", "The body of the article."]
+    return "\n".join(lines) + "\n"
+
+
+def test_yaml_aliases_are_refused_fast_in_small_memory(tmp_path):
+    """Nine levels of ten would expand to 10**9 strings; the file is rejected before any expansion,
+    measured in a fresh process so the peak is this file's alone. The peak is VmHWM: ru_maxrss
+    survives exec, so a child of this (model-holding) test process would report the parent's."""
+    path = write(tmp_path / "laughs.md", billion_laughs(9))
+    assert path.stat().st_size < 1000
+    probe = (
+        "import re, sys, time; from newsindex.articles import read_articles\n"
+        "start = time.perf_counter(); items = [str(i) for i in read_articles(sys.argv[1])]\n"
+        "print(repr(items)); print(time.perf_counter() - start)\n"
+        "print(re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read())[1])"
+    )
+    result = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    items, seconds, peak_kb = result.stdout.splitlines()
+    assert items == repr([f"{path}:3: front matter uses a YAML alias (*l0); aliases are not allowed"])
+    assert float(seconds) < 2
+    assert int(peak_kb) < 300_000, f"peak RSS {int(peak_kb) / 1000:.0f} MB"
+
+
+def test_anchors_without_aliases_and_plain_front_matter_still_load(tmp_path):
+    article = one(write(tmp_path / "a.md", "---\ntitle: &t Harbour news\ndate: 2024-01-01\n---\nBody.\n"))
+    assert isinstance(article, Article) and article.title == "Harbour news"
+
+
+@pytest.mark.parametrize(
+    ("front", "message"),
+    [
+        ("title: " + "t" * 1001, "front matter 'title' is too long: 1001 characters (limit 1000)"),
+        ("url: https://e.org/" + "u" * 2040, "front matter 'url' is too long: 2054 characters (limit 2048)"),
+        ("source: " + "s" * 2049, "front matter 'source' is too long: 2049 characters (limit 2048)"),
+        ("date: " + "2" * 65, "front matter 'date' is too long: 65 characters (limit 64)"),
+        ("title: [a, b]", "front matter 'title' must be a single value, got a list"),
+        ("url: {a: b}", "front matter 'url' must be a single value, got a mapping"),
+        ("title: " + "[" * 5000 + "]" * 5000, "front matter is nested too deeply"),
+        ("tags: [" + ", ".join(["a"] * 40_000) + "]", "front matter is too long: 120006 characters (limit 65536)"),
+    ],
+)
+def test_front_matter_fields_have_limits(tmp_path, front, message):
+    error = one(write(tmp_path / "f.md", f"---\n{front}\n---\nBody.\n"))
+    assert isinstance(error, ArticleError) and error.message == message
+
+
+def test_field_limits_are_inclusive(tmp_path):
+    article = one(write(tmp_path / "f.md", "---\ntitle: " + "t" * 1000 + "\n---\nBody.\n"))
+    assert isinstance(article, Article) and len(article.title) == 1000
+    heading = one(write(tmp_path / "h.md", "# " + "word " * 1000 + "\n\nBody.\n"))
+    assert isinstance(heading, Article) and len(heading.title) <= 1001  # derived: shortened, not refused
+
+
+def test_jsonl_ids_urls_and_fields(tmp_path):
+    records = [
+        {"id": "a\u0000b", "text": "NUL in the id."},
+        {"id": "red\u001b[31m", "text": "An escape in the id."},
+        {"id": "tab\tid", "text": "A tab in the id."},
+        {"id": "c1\u009b", "text": "A C1 control in the id."},
+        {"id": "i" * 257, "text": "A long id."},
+        {"title": "T" * 1001, "text": "A long title."},
+        {"url": "https://e.org/" + "u" * 2040, "text": "A long url."},
+        {"url": ["x"], "text": "A list url."},
+        {"date": "2" * 65, "text": "A long date."},
+        {"id": "ok", "url": "https://e.org/\u001b]8;;evil\u0007x", "text": "Controls in the url."},
+        {"id": "i" * 256, "title": "T" * 1000, "text": "At every limit."},
+    ]
+    path = write(tmp_path / "f.jsonl", "".join(json.dumps(r) + "\n" for r in records) + '{"id": 1' + "0" * 5000 + ', "text": "x"}\n')
+    items = list(read_articles(path, today=TODAY))
+    assert [str(i) for i in items if isinstance(i, ArticleError)] == [f"{path}:{n}: {m}" for n, m in [
+        (1, "'id' contains a control character (\\x00); ids must be printable"),
+        (2, "'id' contains a control character (\\x1b); ids must be printable"),
+        (3, "'id' contains a control character (\\t); ids must be printable"),
+        (4, "'id' contains a control character (\\x9b); ids must be printable"),
+        (5, "'id' is too long: 257 characters (limit 256)"),
+        (6, "'title' is too long: 1001 characters (limit 1000)"),
+        (7, "'url' is too long: 2054 characters (limit 2048)"),
+        (8, "'url' must be a string, got list"),
+        (9, "'date' is too long: 65 characters (limit 64)"),
+        (12, "contains a number of more than 4300 digits; not accepted"),
+    ]]  # fmt: skip
+    ok, limits = [i for i in items if isinstance(i, Article)]
+    assert ok.url == "https://e.org/]8;;evilx"
+    assert "removed 2 control characters from 'url'" in ok.warnings
+    assert (len(limits.doc_id), len(limits.title)) == (256, 1000)
+
+
+def test_a_run_without_spaces_is_kept_out_of_chunks_with_a_warning(tmp_path, tokenizer):
+    from newsindex.chunking import chunk_text
+
+    blob = "x" * 2_000_000
+    article = one(write(tmp_path / "blob.txt", f"date 2024-01-01 The council met on Monday. {blob} The vote passed."))
+    assert isinstance(article, Article) and blob in article.text
+    assert article.warnings == ["has a run of 2000000 characters without white space (at character 27); stored, but left out of the chunks that search reads"]
+    chunks = chunk_text(article.text, tokenizer)
+    assert [c.text for c in chunks] == ["The council met on Monday.", "The vote passed."]
+    assert all(article.text[c.start : c.end] == c.text for c in chunks)
+    error = one(write(tmp_path / "only-blob.txt", f"date 2024-01-01 {blob}"))
+    assert isinstance(error, ArticleError)
+    assert error.message == "has no words, only a run of 2000000 characters without white space"
+
+
+def test_yaml_escapes_cannot_bring_control_characters_back(tmp_path):
+    article = one(write(tmp_path / "e.md", '---\ntitle: "Red\\e[31m alert\\0"\nurl: "https://e.org/\\e]8;;x\\a"\n---\nBody.\n'))
+    assert isinstance(article, Article)
+    assert (article.title, article.url) == ("Red[31m alert", "https://e.org/]8;;x")
+    assert "removed 2 control characters from 'url'" in article.warnings

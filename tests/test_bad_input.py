@@ -8,6 +8,7 @@ The two flow runs happen once for the module (`batch`); the tests below read the
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import random
@@ -37,6 +38,12 @@ HEBREW = "הרכבת החדשה לירושלים נפתחה לנוסעים בי�
 EMOJI = "The lantern festival 🎉🏮 drew record crowds 👨‍👩‍👧‍👦 to the riverside despite the rain ☔🇯🇵."
 SENTENCE = "Sentence {i} of the long line describes the tunnel works under the river in some detail."
 LONG_LINE = " ".join(SENTENCE.format(i=i) for i in range(600))[:50_000].rstrip()
+BLOB = "x" * 2_000_000  # a 2 MB "word": no white space at all
+# Seven levels of nine aliases: a 300-byte file whose title would expand to 4.8 million strings.
+LAUGHS = "---\nl0: &l0 [" + ", ".join(["lol"] * 9) + "]\n" + "".join(
+    f"l{n}: &l{n} [" + ", ".join([f"*l{n - 1}"] * 9) + "]\n" for n in range(1, 7)
+) + "title: *l6\n---\nThe body.\n"
+IDLESS = ["The lighthouse keeper retired after forty years.", "Fishermen welcome the new quota rules."]
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x10\x00\x00\x00\x10\x08\x06\x00\x00\x00\x1f\xf3\xffa"
 
 
@@ -135,6 +142,23 @@ def write_bad_batch(news: Path) -> None:
         {"id": "feed-11", "date": "2024-05-02", "text": "Bakers protest the new flour tax outside parliament."},
         {"id": "feed-1", "text": "A different story reusing the first id."},
     ))  # fmt: skip
+    write(news / "laughs.md", LAUGHS)
+    write(news / "long-title.md", "---\ntitle: " + "t" * 1001 + "\n---\nA title longer than any headline.\n")
+    write(news / "big-front.md", "---\ntags: [" + ", ".join(["a"] * 40_000) + "]\n---\nA minute of YAML parsing.\n")
+    write(news / "deep-front.md", "---\ntitle: " + "[" * 5000 + "]" * 5000 + "\n---\nNested lists.\n")
+    write(news / "blob-only.txt", f"date 2024-04-11 {BLOB}")
+    write(news / "fields.jsonl", jsonl(
+        {"id": "nul\u0000id", "text": "An id with a NUL character."},
+        {"id": "esc\u001b[31m", "text": "An id with a terminal escape."},
+        {"id": "i" * 257, "text": "An id of 257 characters."},
+        {"id": "long-title", "title": "T" * 1001, "text": "A title of 1001 characters."},
+        {"id": "long-url", "url": "https://e.org/" + "u" * 2040, "text": "A url of 2054 characters."},
+        {"id": "long-date", "date": "2" * 65, "text": "A date of 65 characters."},
+        b'{"id": 1' + b"0" * 5000 + b', "text": "An id of 5001 digits."}',
+        {"id": "list-url", "url": ["https://e.org/"], "text": "A url that is a list."},
+        b"[" * 5000 + b"]" * 5000,
+        {"id": "control-url", "url": "https://e.org/\u001b]8;;x\u0007a", "text": "The tram depot closes for the winter."},
+    ))  # fmt: skip
     write(news / "other.jsonl", jsonl(
         {"id": "shared-id", "text": "A story that reuses an id stored by earlier.jsonl."},
         {"id": "feed-11", "text": "A story that reuses an id from feed.jsonl."},
@@ -158,6 +182,9 @@ def write_bad_batch(news: Path) -> None:
     write(news / "hebrew.md", f"---\ntitle: רכבת\ndate: 2024-04-08\n---\n{HEBREW}\n")
     write(news / "emoji.jsonl", jsonl({"id": "emoji-1", "date": "2024-04-09", "text": EMOJI}))
     write(news / "good.txt", "date 2024-04-10 A good article that arrives together with the bad ones.")
+    write(news / "blob.txt", f"date 2024-04-12 The harbour crane was repaired. {BLOB} Work resumes on Monday.")
+    write(news / "long-heading.md", "# " + "word " * 300 + "\n\nA heading of 1500 characters becomes a shortened title.\n")
+    write(news / "idless.jsonl", jsonl({"text": IDLESS[0]}, {"text": IDLESS[1]}, {"text": IDLESS[0]}))
     write(news / "good.md", "# Market day\n\nStalls returned to the square for the first market of the year.\n")
 
 
@@ -192,6 +219,20 @@ def N(batch: Batch, name: str) -> str:
 def expected_failures(news: Path) -> set[tuple[str, int | None, str]]:
     feed, earlier = str(news / "feed.jsonl"), str(news / "earlier.jsonl")
     found = {
+        ("laughs.md", 3, "front matter uses a YAML alias (*l0); aliases are not allowed"),
+        ("long-title.md", None, "front matter 'title' is too long: 1001 characters (limit 1000)"),
+        ("deep-front.md", None, "front matter is nested too deeply"),
+        ("big-front.md", None, "front matter is too long: 120006 characters (limit 65536)"),
+        ("blob-only.txt", None, "has no words, only a run of 2000000 characters without white space"),
+        ("fields.jsonl", 1, "'id' contains a control character (\\x00); ids must be printable"),
+        ("fields.jsonl", 2, "'id' contains a control character (\\x1b); ids must be printable"),
+        ("fields.jsonl", 3, "'id' is too long: 257 characters (limit 256)"),
+        ("fields.jsonl", 4, "'title' is too long: 1001 characters (limit 1000)"),
+        ("fields.jsonl", 5, "'url' is too long: 2054 characters (limit 2048)"),
+        ("fields.jsonl", 6, "'date' is too long: 65 characters (limit 64)"),
+        ("fields.jsonl", 7, "contains a number of more than 4300 digits; not accepted"),
+        ("fields.jsonl", 8, "'url' must be a string, got list"),
+        ("fields.jsonl", 9, "is nested too deeply to be an article"),
         ("became-bad.txt", None, "impossible date '2024-02-30'"),
         ("earlier.jsonl", 2, "'text' must be a string, got int"),
         ("empty.txt", None, "is empty (0 bytes)"),
@@ -276,9 +317,10 @@ def test_good_files_in_the_same_run_are_stored(batch):
     news = batch.news
     stored = {r[0] for r in rows(batch.db, "SELECT doc_id FROM documents")}
     new_files = ["utf16.txt", "utf32.md", "future.txt", "nodate.txt", "controls.txt", "twin-a.txt", "story.txt/inside.txt",
-                 "long-line.txt", "l" * 240 + ".txt", "arabic.txt", "hebrew.md", "good.txt", "good.md"]  # fmt: skip
+                 "long-line.txt", "l" * 240 + ".txt", "arabic.txt", "hebrew.md", "good.txt", "good.md", "blob.txt", "long-heading.md"]  # fmt: skip
     expected = set(batch.earlier_ids) | {path_doc_id(news / f) for f in new_files}
-    expected |= {"huge-1", "huge-3", "feed-1", "feed-11", "emoji-1"}
+    expected |= {"huge-1", "huge-3", "feed-1", "feed-11", "emoji-1", "control-url"}
+    expected |= {f"{path_doc_id(news / 'idless.jsonl')}:{hashlib.sha256(t.encode()).hexdigest()[:16]}" for t in IDLESS}
     assert stored == expected
     assert batch.summary["added"] == len(expected) - len(batch.earlier_ids)
     assert (batch.summary["removed"], batch.summary["updated"]) == (0, 0)
@@ -301,6 +343,9 @@ WARNINGS = [
     ("copy-of-earlier.txt", "same text as {news}/earlier.txt; not stored twice"),
     ("twin-b.txt", "same text as {news}/twin-a.txt; not stored twice"),
     ("story.txt", "is a folder named like an article file; reading the files in it"),
+    ("blob.txt", "has a run of 2000000 characters without white space (at character 32); stored, but left out of the chunks that search reads"),
+    ("fields.jsonl:10", "removed 2 control characters from 'url'"),
+    ("idless.jsonl:3", "same text as {news}/idless.jsonl:1; not stored twice"),
 ]
 
 
@@ -317,6 +362,17 @@ def test_accepted_content_is_stored_as_meant(batch):
     assert doc("controls.txt")[2] == "Bell and escape[0m and delete are removed."
     assert doc("future.txt")[0] == FUTURE and doc("nodate.txt")[0] is None
     assert rows(batch.db, "SELECT text FROM documents WHERE doc_id = 'emoji-1'") == [(EMOJI,)]
+    title = rows(batch.db, "SELECT title FROM documents WHERE doc_id = ?", [path_doc_id(batch.news / "long-heading.md")])[0][0]
+    assert title.startswith("word word") and len(title) <= 1001
+    assert rows(batch.db, "SELECT url FROM documents WHERE doc_id = 'control-url'") == [("https://e.org/]8;;xa",)]
+
+    # A 2 MB run without white space stays in the text, but no chunk holds it: the words around it
+    # are chunked (and found), none of the chunks is a lone [UNK].
+    blob_id = path_doc_id(batch.news / "blob.txt")
+    assert BLOB in rows(batch.db, "SELECT text FROM documents WHERE doc_id = ?", [blob_id])[0][0]
+    assert rows(batch.db, "SELECT text FROM chunks WHERE doc_id = ? ORDER BY ordinal", [blob_id]) == [
+        ("The harbour crane was repaired.",), ("Work resumes on Monday.",)]  # fmt: skip
+    assert rows(batch.db, "SELECT max(length(text)) < 50000 FROM chunks") == [(True,)]
 
     # One 50 000-character line: stored whole, cut into chunks the model can take, lead shortened.
     published, lead, text = doc("long-line.txt")

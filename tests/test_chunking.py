@@ -8,7 +8,7 @@ import pytest
 from conftest import SEED_FILE
 
 from newsindex.articles import read_articles
-from newsindex.chunking import chunk_text, split_sentences
+from newsindex.chunking import chunk_text, long_runs, split_sentences
 from newsindex.config import ChunkSettings
 
 SEED_TEXT = next(read_articles(SEED_FILE)).text
@@ -26,10 +26,14 @@ def check_invariants(text, chunks, tokenizer, settings):
         assert chunk.token_count == tokenizer.count([chunk.text])[0]
         assert chunk.token_count <= settings.max_tokens
         assert tokenizer.count_with_special(chunk.text) <= tokenizer.max_seq_length
-    # Every non-space character is in some chunk, and chunks move forward.
+    # Every non-space character is in some chunk, but for runs too long to be words, which are in
+    # none; and chunks move forward.
     covered = [False] * len(text)
     for chunk in chunks:
         covered[chunk.start : chunk.end] = [True] * (chunk.end - chunk.start)
+    for start, end in long_runs(text):
+        assert not any(covered[start:end])
+        covered[start:end] = [True] * (end - start)
     assert all(covered[i] or text[i].isspace() for i in range(len(text)))
     assert all(a.start < b.start and a.end < b.end for a, b in zip(chunks, chunks[1:]))
 
@@ -105,7 +109,12 @@ def test_long_sentence_is_split_on_token_boundaries(tokenizer):
 def test_one_huge_word_and_odd_text(tokenizer):
     text = "x" * 5000 + " end. " + "Ünïcödé ✓ مرحبا بالعالم 👋🏽 " * 20
     settings = ChunkSettings(32, 1)
-    check_invariants(text, chunk_text(text, tokenizer, settings), tokenizer, settings)
+    chunks = chunk_text(text, tokenizer, settings)
+    check_invariants(text, chunks, tokenizer, settings)
+    assert chunks[0].text.startswith("end.")
+    # A word of up to 1000 characters is still chunked (as pieces the tokenizer makes of it).
+    word = "y" * 1000 + " end."
+    assert chunk_text(word, tokenizer, settings)[0].start == 0
 
 
 def test_random_texts_keep_invariants(tokenizer):

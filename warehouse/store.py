@@ -444,14 +444,44 @@ def stored_docs(con: duckdb.DuckDBPyConnection, doc_ids: Sequence[str]) -> dict[
     return {row[0]: StoredDoc(row[1], row[2], row[3]) for row in rows}
 
 
-def documents_with_texts(con: duckdb.DuckDBPyConnection, texts: Sequence[tuple[str, int]]) -> list[tuple[str, str, str]]:
-    """(text hash, file or file:line, source path) of stored documents whose text has one of these
-    (SHA-256, length) pairs; the length test spares hashing every stored text."""
+def documents_with_texts(con: duckdb.DuckDBPyConnection, texts: Sequence[tuple[str, int]]) -> list[tuple[str, str, str, str]]:
+    """(text hash, file or file:line, source path, doc id) of stored documents whose text has one of
+    these (SHA-256, length) pairs; the length test spares hashing every stored text."""
     return con.execute(
-        "SELECT sha256(text), CASE WHEN line IS NULL THEN source_path ELSE source_path || ':' || line END, source_path"
+        "SELECT sha256(text), CASE WHEN line IS NULL THEN source_path ELSE source_path || ':' || line END, source_path, doc_id"
         " FROM documents WHERE length(text) IN (SELECT unnest(?)) AND sha256(text) IN (SELECT unnest(?))",
         [sorted({n for _, n in texts}), sorted({h for h, _ in texts})],
     ).fetchall()
+
+
+def documents_from(con: duckdb.DuckDBPyConnection, sources: Sequence[str]) -> list[tuple[str, str, int | None]]:
+    """(doc id, source path, line) of every stored document read from one of these files."""
+    return con.execute(
+        "SELECT doc_id, source_path, line FROM documents WHERE source_path IN (SELECT unnest(?))", [list(sources)]
+    ).fetchall()
+
+
+def text_hashes(con: duckdb.DuckDBPyConnection, doc_ids: Sequence[str]) -> dict[str, str]:
+    """doc id -> SHA-256 of its text, for these documents."""
+    return dict(con.execute("SELECT doc_id, sha256(text) FROM documents WHERE doc_id IN (SELECT unnest(?))", [list(doc_ids)]).fetchall())
+
+
+def settle(con: duckdb.DuckDBPyConnection, remove: Sequence[str], lines: Sequence[tuple[str, int]]) -> int:
+    """In one transaction: remove documents superseded under new ids (id-less JSON Lines lines that
+    earlier versions stored by line number), and record the line each moved JSON Lines document is
+    on now. Returns how many documents were removed."""
+    removed = 0
+    with transaction(con):
+        if remove:
+            con.execute("DELETE FROM chunks WHERE doc_id IN (SELECT unnest(?))", [list(remove)])
+            removed = con.execute("DELETE FROM documents WHERE doc_id IN (SELECT unnest(?))", [list(remove)]).fetchone()[0]
+        if lines:
+            con.execute(
+                "UPDATE documents SET line = moved.line FROM (SELECT unnest(?) AS doc_id, unnest(?) AS line) AS moved"
+                " WHERE documents.doc_id = moved.doc_id",
+                [[doc_id for doc_id, _ in lines], [line for _, line in lines]],
+            )
+    return int(removed)
 
 
 @dataclass
