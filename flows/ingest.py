@@ -28,8 +28,15 @@ from newsindex.embedding import choose_precision, model_info, shared_embedder
 from newsindex.flows import pipeline
 from newsindex.warehouse import store
 
-# Set by the CLI to drive its progress bar: called with (chunks done, chunks planned).
-on_progress: Callable[[int, int], None] | None = None
+# Set by the CLI to drive its progress display: called as on_progress(phase, done, total, chunks)
+# with phase "reading" (files parsed of files found), "embedding" (characters stored of characters
+# to embed; chunks stored so far) or "indexing".
+on_progress: Callable[..., None] | None = None
+
+
+def _report(phase: str, done: int = 0, total: int = 0, chunks: int = 0) -> None:
+    if on_progress:
+        on_progress(phase, done, total, chunks)
 
 # About 100k characters (~25k tokens) per batch: a second or two of encoding, long enough that
 # sorting by length pays off and short enough that progress moves and the write lock stays brief.
@@ -102,7 +109,8 @@ def plan(files: list[str], db: str, chunk_key: str, prune: bool = False) -> Plan
     found: list[_Found] = []
     owner: dict[str, str] = {}
     derived: dict[str, tuple[str, str]] = {}  # clean JSON Lines file -> (path given, prefix of its made ids)
-    for path in files:
+    for number, path in enumerate(files):
+        _report("reading", number, len(files))
         faults.point("parse")
         ids: list[str] = []
         clean = True
@@ -219,6 +227,7 @@ def embed_and_write(
     batch_chars: int,
     progress_from: int = 0,
     progress_total: int = 0,
+    chunks_before: int = 0,
 ) -> dict:
     """Re-read, chunk, embed and store these documents, one transaction per batch, reading the next
     batch and writing the previous one while the model encodes (see flows/pipeline.py)."""
@@ -235,8 +244,7 @@ def embed_and_write(
         logger.info("batch %d stored: %d chunks, %d tokens so far (%.0f tokens/s encoding)",
                     outcome.batches, outcome.chunks_embedded, outcome.tokens_embedded,
                     outcome.tokens_embedded / max(outcome.embed_seconds, 1e-9))
-        if on_progress:
-            on_progress(done, progress_total)
+        _report("embedding", done, progress_total, chunks_before + outcome.chunks_embedded)
 
     outcome = pipeline.run(items, db, chunk_settings, embedder, chunk_key, batch_chars, ENCODE_BATCH_SIZE, batch_stored)
     return {
@@ -425,8 +433,7 @@ def _ingest(
         logger.info("%d files, %d documents: %d unchanged, %d to embed in %d parts (%s)",
                     len(files), planned.seen, planned.unchanged, sum(len(ids) for _, ids, _ in planned.work),
                     len(groups), precision)
-        if on_progress:
-            on_progress(0, total_chars)
+        _report("embedding", 0, total_chars, 0)
         chars_of = {path: chars for path, _, chars in planned.work}
         if cluster and groups:
             from newsindex.flows import distributed
@@ -441,18 +448,16 @@ def _ingest(
             cluster_info = {"cluster": str(cluster), "parts": result["parts"], "reused_shards": result["reused_shards"],
                             "workers": result["workers"]}  # fmt: skip
             groups = []
-            if on_progress:
-                on_progress(total_chars, total_chars)
+            _report("embedding", total_chars, total_chars, int(counts["chunks_embedded"]))
         for group in groups:
             result = embed_and_write(group, db_file, asdict(settings), info.path, info.name, precision,
-                                     batch_chars, done_chars, total_chars)
+                                     batch_chars, done_chars, total_chars, int(counts["chunks_embedded"]))
             for key in ("added", "updated", "unchanged", "chunks_embedded", "tokens_embedded",
                         "parse_seconds", "embed_seconds", "write_seconds"):
                 counts[key] += result[key]
             failures.extend(Failure(**f) for f in result["failures"])
             done_chars += sum(chars_of[path] for path, _ in group)
-            if on_progress:
-                on_progress(done_chars, total_chars)
+            _report("embedding", done_chars, total_chars, int(counts["chunks_embedded"]))
         # Before prune: what replaced lines leave behind is no part of what prune is asked to remove.
         # A file that failed while its new versions were stored keeps its old ones.
         broken = {display_path(f.path) for f in failures}
@@ -468,6 +473,7 @@ def _ingest(
                 logger.info("pruned %d documents whose file is gone: %s%s", outcome["count"],
                             ", ".join(where for where, _ in pruned[:20]), " ..." if outcome["count"] > 20 else "")
         counts["removed"] += superseded
+        _report("indexing")
         rebuilt = refresh_search_index(db_file)
         status = "completed"
     finally:

@@ -284,28 +284,38 @@ def _show_warehouse_waits() -> None:
 
 
 class _progress:
-    """A progress bar over characters to embed, shown only on a terminal."""
+    """What an ingest is doing, shown only on a terminal: starting Prefect, reading files (n of N),
+    embedding (a bar over characters, with chunks stored), then updating the keyword index."""
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
         self.bar = None
         self.task = None
 
-    def __enter__(self) -> Callable[[int, int], None] | None:
+    def __enter__(self) -> Callable[..., None] | None:
         if not self.enabled:
             return None
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.bar = Progress(
-            TextColumn("embedding"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-            TimeElapsedColumn(), TimeRemainingColumn(), transient=True,
+            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[counts]}"),
+            TimeElapsedColumn(), transient=True,
         )  # fmt: skip
         self.bar.start()
-        self.task = self.bar.add_task("embed", total=None)
+        # Prefect's start (a temporary server, the flow run) takes seconds before the first report.
+        self.task = self.bar.add_task("starting Prefect", total=None, counts="")
         return self.update
 
-    def update(self, done: int, total: int) -> None:
-        self.bar.update(self.task, completed=done, total=max(total, 1))
+    def update(self, phase: str, done: int, total: int, chunks: int = 0) -> None:
+        if phase == "reading":
+            self.bar.update(self.task, description="reading files", completed=done, total=max(total, 1),
+                            counts=f"{done:,}/{total:,} files")  # fmt: skip
+        elif phase == "embedding":
+            percent = 100 * done / total if total else 100
+            self.bar.update(self.task, description="embedding", completed=done, total=max(total, 1),
+                            counts=f"{percent:3.0f}% · {chunks:,} chunks stored")  # fmt: skip
+        else:
+            self.bar.update(self.task, description="updating the keyword index", total=None, counts="")
 
     def __exit__(self, *exc) -> None:
         if self.bar:

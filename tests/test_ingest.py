@@ -188,12 +188,21 @@ def test_many_batches_and_parts_store_everything(ingest, db, tmp_path):
 
     for i in range(12):
         write(tmp_path / f"a{i:02}.txt", f"date 2024-01-{i + 1:02} Article number {i} about topic {i}.\n\n" + "More words here. " * 30)
-    progress: list[tuple[int, int]] = []
-    ingest_flow.on_progress = lambda done, total: progress.append((done, total))
+    events: list[tuple[str, int, int, int]] = []
+    ingest_flow.on_progress = lambda phase, done, total, chunks=0: events.append((phase, done, total, chunks))
     try:
         summary = ingest(tmp_path, batch_chars=1500, part_chars=2500)
     finally:
         ingest_flow.on_progress = None
+    # Phases in order: every file read (counted), then embedding, then the keyword index.
+    phases = [e[0] for e in events]
+    assert phases.index("embedding") > phases.index("reading") and phases[-1] == "indexing"
+    reading = [(d, t) for p, d, t, _ in events if p == "reading"]
+    files = reading[0][1]  # the articles and whatever else lies in the folder (the warehouse)
+    assert files >= 12 and reading == [(i, files) for i in range(files)]
+    embedding = [e for e in events if e[0] == "embedding"]
+    assert [c for *_, c in embedding] == sorted(c for *_, c in embedding) and embedding[-1][3] == summary["chunks_embedded"]
+    progress = [(d, t) for p, d, t, _ in embedding]
     assert summary["added"] == 12
     assert rows(db, "SELECT count(DISTINCT doc_id), count(*) FROM chunks") == [(12, summary["chunks_embedded"])]
     assert rows(db, "SELECT count(*) FROM (SELECT chunk_id FROM chunks GROUP BY chunk_id HAVING count(*) > 1)") == [(0,)]
