@@ -26,11 +26,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 NEWSINDEX = Path(sys.executable).with_name("newsindex")
-WORDS = (
-    "minister election flood council market police court hospital river storm budget bank school "
-    "energy strike border vaccine airport festival museum railway harvest drought bridge factory "
-    "protest treaty satellite volcano wildfire league transfer tariff ceasefire embassy warning"
-).split()
+# Chunk texts follow a Zipf law over a vocabulary whose head is the words of the labelled corpus
+# (most frequent first) and whose tail is made-up words, so that postings lists have the skew of
+# real text: a few words in most chunks, most words in a handful (the keyword index's real cost).
+TAIL_WORDS = 200_000
+CHUNK_WORDS = 80
 QUERY = "who warned about the attack on the concert hall"
 SINCE = dt.date(2025, 1, 1)
 TOPICS = 1000
@@ -66,7 +66,7 @@ def build(db: Path, chunks: int, seed: int = 0) -> None:
         doc_index = (np.arange(start, start + n) // per_doc)
         vectors = centres[doc_topic[doc_index]] + rng.standard_normal((n, info.dim), dtype=np.float32) / np.sqrt(info.dim)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        texts = [" ".join(rng.choice(WORDS, 40)) for _ in range(n)]
+        texts = chunk_texts(rng, n)
         chunk_table = pa.table({
             "chunk_id": [f"d{d}#{i % per_doc}" for d, i in zip(doc_index, range(start, start + n))],
             "doc_id": [f"d{d}" for d in doc_index],
@@ -102,6 +102,27 @@ def build(db: Path, chunks: int, seed: int = 0) -> None:
     con.execute("CHECKPOINT")
     con.close()
     tmp.rename(db)
+
+
+def vocabulary() -> np.ndarray:
+    import re
+    from collections import Counter
+
+    corpus = [*(ROOT / "tests" / "data" / "corpus").glob("*.txt"), *(ROOT / "seeds").glob("*.txt")]
+    counts = Counter(w.lower() for path in corpus for w in re.findall(r"[^\W_]+", path.read_text(encoding="utf-8")))
+    head = [w for w, _ in counts.most_common()]
+    return np.array(head + [f"x{i}" for i in range(TAIL_WORDS)])
+
+
+_VOCABULARY: list[np.ndarray] = []
+
+
+def chunk_texts(rng: np.random.Generator, n: int) -> list[str]:
+    if not _VOCABULARY:
+        _VOCABULARY.append(vocabulary())
+    words = _VOCABULARY[0]
+    ranks = (rng.zipf(1.15, (n, CHUNK_WORDS)) - 1) % len(words)
+    return [" ".join(row) for row in words[ranks]]
 
 
 def seed_warehouse(db: Path) -> None:

@@ -24,7 +24,7 @@ from newsindex.articles import ArticleError, discover_files, display_path, read_
 from newsindex.config import ChunkSettings
 from newsindex.embedding import choose_precision, model_info, shared_embedder
 from newsindex.flows import pipeline
-from newsindex.warehouse import store
+from newsindex.warehouse import keyword, store
 
 # Set by the CLI to drive its progress bar: called with (chunks done, chunks planned).
 on_progress: Callable[[int, int], None] | None = None
@@ -218,9 +218,15 @@ def prune_missing(db: str, roots: list[str], sources: dict[str, list[str]]) -> l
 
 @task(cache_policy=NO_CACHE, persist_result=False)
 def refresh_search_index(db: str) -> bool:
-    """Rebuild the keyword index if the chunks changed, including after an earlier crashed run."""
+    """Build the keyword index if it is missing (once, after the migration from the fts index);
+    returns whether it did. Writes keep it current; re-sort its appended tail once that is large,
+    in short transactions that let readers in between."""
     with store.opened(db) as con:
-        return store.refresh_search_index(con)
+        rebuilt = store.refresh_search_index(con)
+        compact = keyword.needs_compaction(con)
+    if compact:
+        keyword.compact(lambda: store.connect(db))
+    return rebuilt
 
 
 def _flow_run_id() -> str | None:

@@ -29,9 +29,12 @@ semantic_scores AS (
     SELECT chunk_id, doc_id, array_inner_product(embedding, CAST($vector AS FLOAT[384])) AS score FROM filtered
 ),
 keyword_scores AS (
-    SELECT chunk_id, doc_id, score
-    FROM (SELECT chunk_id, doc_id, fts_main_chunks.match_bm25(chunk_id, $query) AS score FROM filtered)
-    WHERE score IS NOT NULL
+    -- BM25 from the postings (bm25_chunks, migration 004), under the same filters as `filtered`.
+    SELECT chunk_id, doc_id, score FROM bm25_chunks($query)
+    WHERE ($since IS NULL AND $until IS NULL AND $source IS NULL AND $doc IS NULL) OR doc_id IN (
+        SELECT d.doc_id FROM documents d
+        WHERE passage_filter(d.published, d.source_path, d.doc_id, $since, $until, $source, $doc)
+    )
 ),
 -- The unit that is ranked: a passage, or with per_doc a whole article (by its best passage), so an
 -- article that is first on one side and close on the other is not beaten by one middling on both.
