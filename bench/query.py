@@ -213,7 +213,8 @@ def main() -> None:
     parser.add_argument("--no-seed", action="store_true")
     parser.add_argument("--ann", type=int, nargs="*", default=[200_000, 1_000_000], help="Sizes to measure --ann on (latency, recall)")
     parser.add_argument("--rebuild-ann", action="store_true", help="Build the --ann indexes afresh and time it (minutes at 1M)")
-    parser.add_argument("--cold", type=int, nargs="*", default=[100_000], help="Sizes (besides the seed) to time cold CLI runs on")
+    parser.add_argument("--cold", type=int, nargs="*", default=[100_000, 1_000_000], help="Sizes (besides the seed) to time cold CLI runs on")
+    parser.add_argument("--modes", nargs="+", choices=["semantic", "keyword", "hybrid"], default=["semantic", "keyword", "hybrid"])
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     OUT.mkdir(parents=True, exist_ok=True)
@@ -245,11 +246,12 @@ def main() -> None:
     from newsindex.queries.search import search
     from newsindex.queries.session import session
 
-    cases = [(mode, filtered) for mode in ("semantic", "keyword", "hybrid") for filtered in (False, True)]
+    cases = [(mode, filtered) for mode in args.modes for filtered in (False, True)]
     for name, db in targets:
         with session(db) as con:
             started = time.perf_counter()
-            search(con, QUERY, mode="semantic")
+            if "semantic" in args.modes:
+                search(con, QUERY, mode="semantic")
             load = time.perf_counter() - started
             in_session = {case: warm(con, db, *case) for case in cases}
         warm_module._cache.clear()  # free the matrix before the next warehouse
@@ -260,7 +262,8 @@ def main() -> None:
             c = cold(db, mode, filtered) if name == "seed" or int(name.split()[0].replace(",", "")) in args.cold else None
             cells = [f"{v:8.1f}" if v is not None else f"{'':>8}" for v in (m, w, r)] + [f"{c:8.0f}" if c is not None else f"{'':>8}"]
             print(f"{name:>16} {mode:>9} {'since' if filtered else '-':>6} {' '.join(cells)}", flush=True)
-        print(f"{name:>16} first warm query (reads the vectors into memory): {load:.1f} s", flush=True)
+        if "semantic" in args.modes:
+            print(f"{name:>16} first warm query (reads the vectors into memory): {load:.1f} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@
 -- param: rrf_k integer = 60  Fusion constant: score = sum over both sides of weight / (rrf_k + rank)
 -- param: keyword_weight float = 0.5  Weight of the keyword side (the semantic side has weight 1)
 -- param: vector text = null  The query's embedding as a list literal; `newsindex query` fills it in from query
+-- param: stems text = null  The Porter stems of the query's words (a list); `newsindex search` fills it in, else the words are looked up among those seen at ingest
 -- The vector is a bound text parameter cast to a constant FLOAT[384] (see semantic_search.sql).
 WITH filtered AS (
     -- Two branches so that an unfiltered query skips the semi-join on documents entirely.
@@ -29,11 +30,14 @@ semantic_scores AS (
     SELECT chunk_id, doc_id, array_inner_product(embedding, CAST($vector AS FLOAT[384])) AS score FROM filtered
 ),
 keyword_scores AS (
-    -- BM25 from the postings (bm25_chunks, migration 004), under the same filters as `filtered`.
-    SELECT chunk_id, doc_id, score FROM bm25_chunks($query)
-    WHERE ($since IS NULL AND $until IS NULL AND $source IS NULL AND $doc IS NULL) OR doc_id IN (
+    -- BM25 from the postings (bm25_chunks, migration 004) under the same filters as `filtered`:
+    -- dates inside the macro, which then keeps the best $depth itself where nothing else filters.
+    SELECT chunk_id, doc_id, score
+    FROM bm25_chunks($query, since := $since, until := $until, stems := $stems,
+                     top := CASE WHEN $source IS NULL AND $doc IS NULL AND NOT $per_doc THEN $depth END)
+    WHERE ($source IS NULL AND $doc IS NULL) OR doc_id IN (
         SELECT d.doc_id FROM documents d
-        WHERE passage_filter(d.published, d.source_path, d.doc_id, $since, $until, $source, $doc)
+        WHERE passage_filter(d.published, d.source_path, d.doc_id, NULL, NULL, $source, $doc)
     )
 ),
 -- The unit that is ranked: a passage, or with per_doc a whole article (by its best passage), so an

@@ -7,13 +7,14 @@
 -- param: source text = null  Glob on the article's source path (a relative glob matches anywhere)
 -- param: doc text = null  Only this document id
 -- param: per_doc boolean = false  Only the best passage of each article
+-- param: stems text = null  The Porter stems of the query's words (a list); `newsindex search` fills it in, else the words are looked up among those seen at ingest
 -- bm25_chunks (migration 004) scores only the chunks that hold a query term, and applies date
 -- filters inside; narrow rows (id and score), text is fetched for the k winners only.
 WITH scored AS (
     SELECT b.chunk_id, b.doc_id, b.score
     -- Without a source or document filter or per_doc it keeps the best k itself, before looking up
     -- their ids (most of the cost of a long answer).
-    FROM bm25_chunks($query, since := $since, until := $until,
+    FROM bm25_chunks($query, since := $since, until := $until, stems := $stems,
                      top := CASE WHEN $source IS NULL AND $doc IS NULL AND NOT $per_doc THEN $k END) b
     WHERE ($source IS NULL AND $doc IS NULL) OR b.doc_id IN (
         SELECT d.doc_id FROM documents d

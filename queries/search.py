@@ -23,7 +23,7 @@ import numpy as np
 from newsindex import config
 from newsindex.queries import named
 from newsindex.queries.session import ModelMismatch, current_model_check, session
-from newsindex.warehouse import store
+from newsindex.warehouse import keyword as keyword_index, store
 
 MODES = ("hybrid", "semantic", "keyword")
 
@@ -129,6 +129,8 @@ def search(
                 raise ModelMismatch(problem)
         if mode != "semantic" and not store.search_index_is_current(con):
             result.warnings.append("the keyword index is older than the stored chunks; run `newsindex ingest` to rebuild it")
+        if mode != "semantic" and _has_stem(con):
+            params["stems"] = keyword_index.query_stems(con, query)
         if in_memory is None:
             in_memory = isinstance(db, duckdb.DuckDBPyConnection)
         records = None
@@ -150,6 +152,13 @@ def search(
         result.hits.append(hit)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _has_stem(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether fts's stem() is loaded (a keyword session); without it the query's words are looked
+    up among those seen at ingest (see bm25_chunks in migration 004)."""
+    # duckdb_extensions() would list the extension folder, which a locked session may not read.
+    return bool(con.execute("SELECT count(*) FROM duckdb_functions() WHERE function_name = 'stem'").fetchone()[0])
 
 
 # A session's answer to the model check, kept per connection: its read-only connection keeps

@@ -84,7 +84,7 @@ def add_documents(con: duckdb.DuckDBPyConnection, doc_ids: Sequence[str] | None)
         " (SELECT DISTINCT word FROM kw_tokens WHERE key NOT IN (SELECT key FROM kw_words))"
     )
     con.execute(
-        "INSERT INTO kw_terms SELECT nextval('kw_term_ids'), term FROM"
+        "INSERT INTO kw_terms SELECT nextval('kw_term_ids'), term, md5_number_lower(term) FROM"
         " (SELECT DISTINCT term FROM kw_new_words WHERE term NOT IN (SELECT term FROM kw_terms) ORDER BY term)"
     )
     con.execute(
@@ -132,7 +132,8 @@ def rebuild(con: duckdb.DuckDBPyConnection) -> int:
 
 def refresh(con: duckdb.DuckDBPyConnection, force: bool = False) -> bool:
     """Build the index where it is missing (a warehouse migrated from the fts index) or does not
-    match the chunks (never expected: every write keeps them together); returns whether it did."""
+    cover the chunks (never expected: every write keeps them together); returns whether it did.
+    The check compares the chunk-id sets (hashes), not only their counts."""
     if not force and is_built(con) and _chunk_sets_match(con):
         return False
     rebuild(con)
@@ -189,6 +190,14 @@ def compact(open_con: Callable[[], duckdb.DuckDBPyConnection], pause: float = 0.
         finally:
             con.close()
     return len(slices)
+
+
+def query_stems(con: duckdb.DuckDBPyConnection, query: str) -> list[str]:
+    """The Porter stems of the query's words, as fts's match_bm25 took them (fts loaded on `con`)."""
+    return con.execute(
+        "SELECT coalesce(list(DISTINCT stem(w, 'porter')), []) FROM (SELECT unnest(kw_tokenize(?)) AS w) WHERE w <> ''",
+        [query],
+    ).fetchone()[0]
 
 
 def problems(con: duckdb.DuckDBPyConnection) -> list[str]:

@@ -154,8 +154,8 @@ INSERT INTO kw_stopwords SELECT DISTINCT word, term FROM (VALUES
 
 CREATE SEQUENCE kw_term_ids;
 CREATE SEQUENCE kw_chunk_nos;
--- One row per stem.
-CREATE TABLE kw_terms (term_id INTEGER NOT NULL, term VARCHAR NOT NULL);
+-- One row per stem; `key` is md5_number_lower(term), for lookups by integer (see kw_words).
+CREATE TABLE kw_terms (term_id INTEGER NOT NULL, term VARCHAR NOT NULL, key UBIGINT NOT NULL);
 -- Every word form seen at ingest (and every stop word) with its stem: how a query's words become
 -- terms without stem(). `key` (md5_number_lower(word)) is what queries look words up by: an integer
 -- scan, where comparing the words themselves costs a string scan of the whole vocabulary.
@@ -173,7 +173,7 @@ CREATE TABLE kw_state (built_at TIMESTAMP NOT NULL, appended BIGINT NOT NULL);
 -- A warehouse without chunks is trivially indexed; one with chunks is indexed by its next ingest.
 INSERT INTO kw_state SELECT current_timestamp, 0 WHERE NOT EXISTS (SELECT 1 FROM chunks);
 
-INSERT INTO kw_terms SELECT nextval('kw_term_ids'), term FROM (SELECT DISTINCT term FROM kw_stopwords ORDER BY term);
+INSERT INTO kw_terms SELECT nextval('kw_term_ids'), term, md5_number_lower(term) FROM (SELECT DISTINCT term FROM kw_stopwords ORDER BY term);
 INSERT INTO kw_words SELECT md5_number_lower(s.word), s.word, t.term_id FROM kw_stopwords s JOIN kw_terms t USING (term);
 
 -- fts_main_chunks.tokenize as create_fts_index generated it for this warehouse.
@@ -186,12 +186,18 @@ CREATE MACRO kw_tokenize(s) AS
 --     SELECT * FROM bm25_chunks('flood', since := DATE '2024-01-01');
 -- Only the postings of the query's terms are read. `top` keeps the best n (ties by chunk_no, the
 -- order of indexing) before their ids are looked up, which is most of the cost of a big answer.
--- A query word never seen at ingest matches nothing, even where another form of it was seen
--- (match_bm25 stemmed the query: 'floods' found 'flood').
-CREATE MACRO bm25_chunks(query, since := NULL, until := NULL, top := NULL, k := 1.2, b := 0.75) AS TABLE
+-- The query's words become terms through kw_words, so a word never seen at ingest matches nothing
+-- even where another form of it was seen; match_bm25 stemmed the query ('floods' found 'flood').
+-- Where the fts extension is loaded, pass the stems to do the same:
+--     bm25_chunks(q, stems := (SELECT list(stem(w, 'porter')) FROM (SELECT unnest(kw_tokenize(q)) AS w)))
+-- (newsindex search does).
+CREATE MACRO bm25_chunks(query, since := NULL, until := NULL, top := NULL, stems := NULL, k := 1.2, b := 0.75) AS TABLE
 WITH qterms AS (
     SELECT DISTINCT term_id FROM kw_words
-    WHERE key IN (SELECT md5_number_lower(word) FROM (SELECT unnest(kw_tokenize(query)) AS word))
+    WHERE stems IS NULL AND key IN (SELECT md5_number_lower(word) FROM (SELECT unnest(kw_tokenize(query)) AS word))
+    UNION
+    SELECT term_id FROM kw_terms
+    WHERE stems IS NOT NULL AND key IN (SELECT md5_number_lower(s) FROM (SELECT unnest(CAST(stems AS VARCHAR[])) AS s))
 ),
 hits AS (SELECT term_id, chunk_no, tf, len, published FROM kw_postings WHERE term_id IN (SELECT term_id FROM qterms)),
 df AS (SELECT term_id, count(*) AS df FROM hits GROUP BY term_id),
