@@ -230,7 +230,7 @@ def test_searches_answer_during_an_ingest_into_200k_chunks(search_db, tmp_path, 
     assert replicate(search_db, big, 200_000) >= 200_000
     news = tmp_path / "news"
     for i in range(3):
-        write(news / f"crane-{i}.txt", f"date 2026-11-3{i} A container crane collapsed at the Port of Valdoria{i}.\n\n"
+        write(news / f"crane-{i}.txt", f"date 2026-11-2{i} A container crane collapsed at the Port of Valdoria{i}.\n\n"
               "Harbour officials said no one was hurt when the crane folded onto an empty berth in high winds.\n")  # fmt: skip
     ingest = subprocess.Popen([NEWSINDEX, "ingest", str(news), "--db", str(big), "--json"], env=subprocess_env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -243,11 +243,14 @@ def test_searches_answer_during_an_ingest_into_200k_chunks(search_db, tmp_path, 
             done = subprocess.run([NEWSINDEX, "search", "crane harbour Valdoria", "--mode", mode, "-k", "3", "--db", str(big),
                                    "--json"], env=subprocess_env, capture_output=True, text=True, timeout=180)  # fmt: skip
             searches.append((mode, done.returncode, round(time.monotonic() - started, 1), done.stderr.strip()[-300:]))
+            # A pause, as between a person's searches: readers that never let go starve any writer
+            # (README, Guarantees: Locking).
+            time.sleep(0.5)
         out, err = ingest.communicate(timeout=600)
     finally:
         if ingest.poll() is None:
             ingest.kill()
-    assert ingest.returncode == 0, err[-2000:]
+    assert ingest.returncode == 0, f"{out[-1500:]}\n{err[-1500:]}\nsearches: {searches}"
     assert json.loads(out)["added"] == 3
     failed = [s for s in searches if s[1] != 0]
     assert not failed, f"{len(failed)} of {len(searches)} searches failed: {failed}"

@@ -133,8 +133,9 @@ def rebuild(con: duckdb.DuckDBPyConnection) -> int:
 def refresh(con: duckdb.DuckDBPyConnection, force: bool = False) -> bool:
     """Build the index where it is missing (a warehouse migrated from the fts index) or does not
     cover the chunks (never expected: every write keeps them together); returns whether it did.
-    The check compares the chunk-id sets (hashes), not only their counts."""
-    if not force and is_built(con) and _chunk_sets_match(con):
+    It compares counts only, so that it holds the file for no time at any size; `problems` is the
+    thorough check."""
+    if not force and is_built(con) and is_current(con):
         return False
     rebuild(con)
     return True
