@@ -329,12 +329,17 @@ def main() -> None:
     parser.add_argument("--memory-bytes", type=int, default=1 << 30)
     parser.add_argument("--subset-files", type=int, nargs="+", default=[1, 4], help="MB subsets for --memory")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--incremental", action="store_true", help="10 new articles into empty, 200k and 1M-chunk warehouses (bench/incremental.py)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     OUT.mkdir(parents=True, exist_ok=True)
     results: dict = {"date": dt.date.today().isoformat(), "machine": machine()}
+    if args.incremental:
+        import incremental
+
+        return incremental.main([])
     if args.memory:
         results["memory"] = memory(args)
         print(json.dumps(results, indent=2))

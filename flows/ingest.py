@@ -26,7 +26,7 @@ from newsindex.articles import JSONL_SUFFIXES, ArticleError, derived_id_prefix, 
 from newsindex.config import ChunkSettings
 from newsindex.embedding import choose_precision, model_info, shared_embedder
 from newsindex.flows import pipeline
-from newsindex.warehouse import store
+from newsindex.warehouse import keyword, store
 
 # Set by the CLI to drive its progress display: called as on_progress(phase, done, total, chunks)
 # with phase "reading" (files parsed of files found), "embedding" (characters stored of characters
@@ -300,9 +300,15 @@ def files_under(roots: list[str], files: list[str]) -> dict[str, int]:
 
 @task(cache_policy=NO_CACHE, persist_result=False)
 def refresh_search_index(db: str) -> bool:
-    """Rebuild the keyword index if the chunks changed, including after an earlier crashed run."""
+    """Build the keyword index if it is missing (once, after the migration from the fts index);
+    returns whether it did. Writes keep it current; re-sort its appended tail once that is large,
+    in short transactions that let readers in between."""
     with store.opened(db) as con:
-        return store.refresh_search_index(con)
+        rebuilt = store.refresh_search_index(con)
+        compact = keyword.needs_compaction(con)
+    if compact:
+        keyword.compact(lambda: store.connect(db))
+    return rebuilt
 
 
 class OptionError(ValueError):

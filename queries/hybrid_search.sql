@@ -11,6 +11,7 @@
 -- param: short_semantic_weight float = 0.3  The most weight the semantic side gets for a short query
 -- param: semantic_weight float = null  A fixed weight of the semantic side instead of the query-dependent one
 -- param: vector text = null  The query's embedding as a list literal; `newsindex query` fills it in from query
+-- param: stems text = null  The Porter stems of the query's words (a list); `newsindex search` fills it in, else the words are looked up among those seen at ingest
 -- Fusion (Bruch, Gai and Ingber, TOIS 2023): each side ranks articles by their best passage; each
 -- side's scores are min-max normalised over its top `depth` articles (an article the side did not
 -- return counts 0 there), then score = w * semantic + (1 - w) * keyword. bench/fusion.py compares
@@ -34,11 +35,17 @@ semantic_scores AS (
     SELECT chunk_id, doc_id, array_inner_product(embedding, CAST($vector AS FLOAT[384])) AS score FROM filtered
 ),
 -- The keyword side, (chunk_id, doc_id, score) for each matching passage: the one place BM25 is
--- asked. Materialised: it is read twice (articles, then passages) and is no bigger than the matches.
+-- asked, from the postings (bm25_chunks, migration 004) under the same filters as `filtered`:
+-- dates inside the macro, which then keeps the best $depth itself where nothing else filters.
+-- Materialised: it is read twice (articles, then passages) and is no bigger than the matches.
 keyword_scores AS MATERIALIZED (
     SELECT chunk_id, doc_id, score
-    FROM (SELECT chunk_id, doc_id, fts_main_chunks.match_bm25(chunk_id, $query) AS score FROM filtered)
-    WHERE score IS NOT NULL
+    FROM bm25_chunks($query, since := $since, until := $until, stems := $stems,
+                     top := CASE WHEN $source IS NULL AND $doc IS NULL AND NOT $per_doc THEN $depth END)
+    WHERE ($source IS NULL AND $doc IS NULL) OR doc_id IN (
+        SELECT d.doc_id FROM documents d
+        WHERE passage_filter(d.published, d.source_path, d.doc_id, NULL, NULL, $source, $doc)
+    )
 ),
 semantic AS (
     SELECT doc_id, score, row_number() OVER (ORDER BY score DESC, doc_id) AS rank

@@ -25,7 +25,7 @@ from newsindex import config
 from newsindex.queries import named
 from newsindex.queries.modes import MODES as REGISTRY
 from newsindex.queries.session import ModelMismatch, current_model_check, session
-from newsindex.warehouse import store
+from newsindex.warehouse import keyword as keyword_index, store
 
 MODES = tuple(REGISTRY)
 
@@ -136,6 +136,8 @@ def search(
                 raise ModelMismatch(problem)
         if spec.keyword and not store.search_index_is_current(con):
             result.warnings.append("the keyword index is older than the stored chunks; run `newsindex ingest` to rebuild it")
+        if mode != "semantic" and _has_stem(con):
+            params["stems"] = keyword_index.query_stems(con, query)
         if in_memory is None:
             in_memory = isinstance(db, duckdb.DuckDBPyConnection)
         records = None
@@ -162,6 +164,13 @@ def search(
         hit.snippet_highlights = matcher.spans(hit.snippet)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _has_stem(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether fts's stem() is loaded (a keyword session); without it the query's words are looked
+    up among those seen at ingest (see bm25_chunks in migration 004)."""
+    # duckdb_extensions() would list the extension folder, which a locked session may not read.
+    return bool(con.execute("SELECT count(*) FROM duckdb_functions() WHERE function_name = 'stem'").fetchone()[0])
 
 
 # A session's answer to the model check, kept per connection: its read-only connection keeps

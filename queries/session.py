@@ -44,12 +44,13 @@ def current_model_check(con: duckdb.DuckDBPyConnection) -> str | None:
 def session(
     db: str | Path | None = None, *, keyword: bool = True, memory_limit: str | None = None
 ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """`keyword=False` skips loading the fts extension (a third of a warm semantic query's time).
+    """`keyword=False` skips loading the fts extension (a third of a warm semantic query's time);
+    keyword search takes its stem() to stem the query as ingest stemmed the text.
     `memory_limit` (DuckDB's syntax, e.g. '4GB') caps what the session's queries may hold, and
     turns off spilling: a query over it fails instead of filling the disk beside the warehouse."""
     path = config.db_path(db)
     with store.opened(path, read_only=True, wait=READ_WAIT_SECONDS) as con:
-        if keyword and con.execute("SELECT count(*) FROM duckdb_schemas() WHERE schema_name = 'fts_main_chunks'").fetchone()[0]:
+        if keyword:
             store.load_extension(con, "fts")
         _register_embed(con, current_model_check(con))
         if memory_limit:

@@ -28,6 +28,7 @@ import duckdb
 
 from newsindex.errors import NewsindexError
 from newsindex import faults
+from newsindex.warehouse import keyword
 
 _LOCK_MESSAGE = "Could not set lock on file"
 # How long a writer waits for readers to let go of the file; $NEWSINDEX_LOCK_WAIT overrides it.
@@ -372,33 +373,15 @@ def load_extension(con: duckdb.DuckDBPyConnection, name: str) -> None:
     con.execute("LOAD '" + str(files[0]).replace("'", "''") + "'")
 
 
-_CHUNK_SET = "SELECT coalesce(bit_xor(hash(chunk_id || model)), 0)::UBIGINT, count(*) FROM chunks"
-
-
 def search_index_is_current(con: duckdb.DuckDBPyConnection) -> bool:
-    state = con.execute("SELECT chunk_set, chunks FROM search_index_state WHERE name = 'bm25'").fetchone()
-    return state is not None and tuple(state) == tuple(con.execute(_CHUNK_SET).fetchone())
+    """Whether the keyword index covers the stored chunks (see warehouse/keyword.py)."""
+    return keyword.is_current(con)
 
 
 def refresh_search_index(con: duckdb.DuckDBPyConnection, force: bool = False) -> bool:
-    """Rebuild the BM25 index over chunk text if the chunks changed since it was built; returns
-    whether it did. Index and state change in one transaction."""
-    if not force and search_index_is_current(con):
-        return False
-    load_extension(con, "fts")
-    with transaction(con):
-        con.execute(
-            # The default `ignore` drops every character but a-z: digits ("QX7441", "2024") and
-            # non-Latin scripts would vanish from the index. Keep letters and digits of any script.
-            "PRAGMA create_fts_index('chunks', 'chunk_id', 'text', stemmer = 'porter',"
-            " stopwords = 'english', ignore = '(\\.|[^\\p{L}\\p{N}])+',"
-            " strip_accents = 1, lower = 1, overwrite = 1)"
-        )
-        chunk_set, count = con.execute(_CHUNK_SET).fetchone()
-        con.execute(
-            "INSERT OR REPLACE INTO search_index_state VALUES ('bm25', ?, ?, current_timestamp)", [chunk_set, count]
-        )
-    return True
+    """Build the keyword index where it is missing or does not match the chunks; returns whether it
+    did. Writes keep it current, so this builds only once, after the migration from the fts index."""
+    return keyword.refresh(con, force)
 
 
 # --- models -------------------------------------------------------------------------------------
@@ -473,6 +456,8 @@ def settle(con: duckdb.DuckDBPyConnection, remove: Sequence[str], lines: Sequenc
     removed = 0
     with transaction(con):
         if remove:
+            if keyword.is_built(con):
+                keyword.remove_documents(con, list(remove))
             con.execute("DELETE FROM chunks WHERE doc_id IN (SELECT unnest(?))", [list(remove)])
             removed = con.execute("DELETE FROM documents WHERE doc_id IN (SELECT unnest(?))", [list(remove)]).fetchone()[0]
         if lines:
@@ -552,6 +537,9 @@ def write_documents(con: duckdb.DuckDBPyConnection, docs: Sequence[DocumentRow],
         if not keep_docs:
             return result
         ids = [d.doc_id for d in keep_docs]
+        indexed = keyword.is_built(con)
+        if indexed:
+            keyword.remove_documents(con, ids)
         con.execute("DELETE FROM chunks WHERE doc_id IN (SELECT unnest(?))", [ids])
         con.execute("DELETE FROM documents WHERE doc_id IN (SELECT unnest(?))", [ids])
         matrix = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32)[np.concatenate(keep_rows)])
@@ -599,6 +587,8 @@ def write_documents(con: duckdb.DuckDBPyConnection, docs: Sequence[DocumentRow],
         con.register("chunks_arrow", chunks)
         con.execute("INSERT INTO chunks BY NAME SELECT * FROM chunks_arrow")
         con.unregister("chunks_arrow")
+        if indexed:  # in this transaction: the keyword index commits with the chunks or not at all
+            keyword.add_documents(con, ids)
         result.chunks = len(matrix)
         faults.point("write")
     faults.point("commit")
@@ -661,6 +651,8 @@ def prune(
         doomed.extend(row[0] for row in going)
     if doomed:
         with transaction(con):
+            if keyword.is_built(con):
+                keyword.remove_documents(con, doomed)
             con.execute("DELETE FROM chunks WHERE doc_id IN (SELECT unnest(?))", [doomed])
             con.execute("DELETE FROM documents WHERE doc_id IN (SELECT unnest(?))", [doomed])
     return result
