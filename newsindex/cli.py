@@ -392,6 +392,33 @@ def stats(db: str | None, as_json: bool) -> None:
         console.print(_table(headers, [[_cell(r[c]) if c != "seconds" else f"{r[c] or 0:.1f}" for c in columns] for r in info["runs"]], title="last runs"))
 
 
+@cli.command()
+@click.argument("doc_ids", nargs=-1, required=True)
+@db_option
+@click.option("--wait", default=600.0, show_default=True, type=click.FloatRange(min=0), callback=_not_nan,
+              help="Seconds to wait for an ingestion of this warehouse to finish.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was deleted as JSON.")
+@domain_errors
+def delete(doc_ids: Sequence[str], db: str | None, wait: float, as_json: bool) -> None:
+    """Remove the documents DOC_IDS, with their chunks, from the warehouse and its keyword index, in
+    one transaction. Their files are not touched: the next ingest of them stores them again."""
+    from newsindex.warehouse import store
+
+    path = config.db_path(db)
+    if not path.exists():
+        raise CLIError(f"{path}: no warehouse here yet; run `newsindex ingest` first")
+    _show_warehouse_waits()
+    with store.ingest_lock(path, wait):
+        with store.opened(path) as con:
+            removed = store.delete_documents(con, list(doc_ids), path)
+    if as_json:
+        click.echo(json.dumps({"deleted": [{"doc_id": d, "source": w} for d, w in removed]}, indent=2))
+        return
+    for doc_id, where in removed:
+        click.echo(f"deleted {_printable(doc_id)} ({_printable(where)})")
+    click.echo(f"{len(removed)} document{'s' if len(removed) != 1 else ''} deleted from {path}")
+
+
 # --- search -------------------------------------------------------------------------------------
 
 output_options = [

@@ -36,12 +36,13 @@ semantic_scores AS (
 ),
 -- The keyword side, (chunk_id, doc_id, score) for each matching passage: the one place BM25 is
 -- asked, from the postings (bm25_chunks, migration 004) under the same filters as `filtered`:
--- dates inside the macro, which then keeps the best $depth itself where nothing else filters.
+-- dates inside the macro, which then keeps the best 4 × $depth passages itself where nothing else
+-- filters (enough for $depth articles: most articles match in one or two passages).
 -- Materialised: it is read twice (articles, then passages) and is no bigger than the matches.
 keyword_scores AS MATERIALIZED (
     SELECT chunk_id, doc_id, score
     FROM bm25_chunks($query, since := $since, until := $until, stems := $stems,
-                     top := CASE WHEN $source IS NULL AND $doc IS NULL AND NOT $per_doc THEN $depth END)
+                     top := CASE WHEN $source IS NULL AND $doc IS NULL THEN 4 * $depth END)
     WHERE ($source IS NULL AND $doc IS NULL) OR doc_id IN (
         SELECT d.doc_id FROM documents d
         WHERE passage_filter(d.published, d.source_path, d.doc_id, NULL, NULL, $source, $doc)

@@ -139,3 +139,36 @@ def test_runs_name_their_prefect_flow_run_and_say_when_files_failed(ingest, tmp_
     (folder / "broken.txt").write_text("date 2024-02-31 Still impossible.")
     third = ingest(folder)
     assert third["failed"] == 1 and third["repeated_failures"] == 0
+
+
+def test_delete_removes_documents_from_every_index_at_once(ingest, db, tmp_path):
+    import duckdb
+
+    from conftest import CORPUS
+
+    ingest(CORPUS)
+    con = duckdb.connect(str(db), read_only=True)
+    doomed, keep = [r[0] for r in con.execute("SELECT doc_id FROM documents ORDER BY doc_id LIMIT 2").fetchall()]
+    word = con.execute("SELECT title FROM documents WHERE doc_id = ?", [doomed]).fetchone()[0].split()[0]
+    before = con.execute("SELECT count(*) FROM documents").fetchone()[0]
+    con.close()
+
+    def ids(mode):
+        result = run("search", word, "--mode", mode, "-k", "50", "--json", db=db)
+        assert result.returncode == 0, result.stderr
+        return {json.loads(line)["doc_id"] for line in result.stdout.splitlines()}
+
+    assert doomed in ids("keyword") and doomed in ids("semantic")
+    refused = run("delete", doomed, "no-such-doc", db=db)
+    assert refused.returncode == 1 and refused.stderr.startswith("Error: ") and "'no-such-doc'" in refused.stderr
+    assert doomed in ids("keyword")  # all or nothing: the known id stayed too
+    done = run("delete", doomed, "--json", db=db)
+    assert done.returncode == 0, done.stderr
+    assert [d["doc_id"] for d in json.loads(done.stdout)["deleted"]] == [doomed]
+    for mode in ("keyword", "semantic", "hybrid"):
+        assert doomed not in ids(mode), mode
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT count(*) FROM documents").fetchone()[0] == before - 1
+    assert con.execute("SELECT count(*) FROM chunks WHERE doc_id = ?", [doomed]).fetchone()[0] == 0
+    con.close()
+    assert keep in ids("semantic") or keep

@@ -449,6 +449,27 @@ def text_hashes(con: duckdb.DuckDBPyConnection, doc_ids: Sequence[str]) -> dict[
     return dict(con.execute("SELECT doc_id, sha256(text) FROM documents WHERE doc_id IN (SELECT unnest(?))", [list(doc_ids)]).fetchall())
 
 
+def delete_documents(con: duckdb.DuckDBPyConnection, doc_ids: Sequence[str], db: str | Path = "") -> list[tuple[str, str]]:
+    """Remove these documents, their chunks and their postings in one transaction; (doc id, file or
+    file:line) of each. All or nothing: an id that is not stored removes none and names it."""
+    wanted = list(dict.fromkeys(doc_ids))
+    with transaction(con):
+        rows = con.execute(
+            "SELECT doc_id, CASE WHEN line IS NULL THEN source_path ELSE source_path || ':' || line END"
+            " FROM documents WHERE doc_id IN (SELECT unnest(?)) ORDER BY doc_id",
+            [wanted],
+        ).fetchall()
+        missing = sorted(set(wanted) - {doc_id for doc_id, _ in rows})
+        if missing:
+            shown = ", ".join(repr(m) for m in missing[:5]) + (" …" if len(missing) > 5 else "")
+            raise WarehouseError(f"{db}: no document {shown}; nothing was deleted (`newsindex sql` can list ids)")
+        if keyword.is_built(con):
+            keyword.remove_documents(con, wanted)
+        con.execute("DELETE FROM chunks WHERE doc_id IN (SELECT unnest(?))", [wanted])
+        con.execute("DELETE FROM documents WHERE doc_id IN (SELECT unnest(?))", [wanted])
+    return [(doc_id, where) for doc_id, where in rows]
+
+
 def settle(con: duckdb.DuckDBPyConnection, remove: Sequence[str], lines: Sequence[tuple[str, int]]) -> int:
     """In one transaction: remove documents superseded under new ids (id-less JSON Lines lines that
     earlier versions stored by line number), and record the line each moved JSON Lines document is
