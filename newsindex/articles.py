@@ -362,6 +362,10 @@ def _check_date(path: Path, value: str, today: dt.date, line: int | None = None,
     return date, warnings
 
 
+def _same_words(a: str, b: str) -> bool:
+    return a.split() == b.split()
+
+
 def _first_paragraph(text: str) -> str:
     for para in _PARAGRAPH_BREAK.split(text.strip()):
         para = para.strip()
@@ -373,6 +377,25 @@ def _first_paragraph(text: str) -> str:
 def _title_from_stem(path: Path) -> str:
     words = " ".join(re.sub(r"[-_]+", " ", path.stem).split())
     return words[:1].upper() + words[1:]
+
+
+# A file name that reads as a title has at least two words of letters and no serial number in it
+# (`crocus-city-hall-warning.txt`, not `quake-kyrgyzstan-4.txt` or `2024-03-07.txt`).
+_SERIAL = re.compile(r"(^|[\s])\d+($|[\s])")
+TITLE_FROM_LEAD_CHARS = 90
+
+
+def _text_title(path: Path, lead: str) -> str:
+    """A `.txt` article's title: its file name made readable when that reads as a title, else the
+    lead's first sentence (cut at a word, with an ellipsis, past TITLE_FROM_LEAD_CHARS)."""
+    named = _title_from_stem(path)
+    words = [w for w in named.split() if any(c.isalpha() for c in w)]
+    if len(words) >= 2 and not _SERIAL.search(named) or not lead:
+        return named
+    sentence = re.split(r"(?<=[.!?])\s", lead, maxsplit=1)[0].strip()
+    if len(sentence) > TITLE_FROM_LEAD_CHARS:
+        sentence = sentence[: TITLE_FROM_LEAD_CHARS].rsplit(" ", 1)[0].rstrip(",;:") + "…"
+    return sentence
 
 
 def _parse_text(path: Path, content: str, today: dt.date) -> Article:
@@ -394,7 +417,7 @@ def _parse_text(path: Path, content: str, today: dt.date) -> Article:
         doc_id=path_doc_id(path),
         source_path=str(path.resolve()),
         format="txt",
-        title=_title_from_stem(path),
+        title=_text_title(path, lead),
         lead=lead,
         published=published,
         url=None,
@@ -446,6 +469,12 @@ def _parse_markdown(path: Path, content: str, today: dt.date) -> Article:
     heading = _MD_HEADING.search(text)
     # The file's control characters are gone already, but YAML's escapes ("\e", "\0") make new ones.
     title = _strip_controls(meta.get("title") or "")[0]
+    if heading and not text[: heading.start()].strip() and (not title or _same_words(title, heading["title"])):
+        # The heading that opens the article is its title, not its text: kept out of the body (and so
+        # out of the first chunk), unless nothing else is there.
+        rest = text[heading.end() :].strip()
+        if rest:
+            text = rest
     title = title or _shorten(heading["title"] if heading else "", FIELD_LIMITS["title"]) or _title_from_stem(path)
     url, removed = _ANY_CONTROL.subn("", meta.get("url") or meta.get("source") or "")
     if removed:

@@ -302,3 +302,22 @@ def test_yaml_escapes_cannot_bring_control_characters_back(tmp_path):
     assert isinstance(article, Article)
     assert (article.title, article.url) == ("Red[31m alert", "https://e.org/]8;;x")
     assert "removed 2 control characters from 'url'" in article.warnings
+
+
+def test_a_heading_that_is_the_title_stays_out_of_the_text(tmp_path):
+    article = one(write(tmp_path / "plain.md", "# Budget passes\n\nThe council approved it.\n"))
+    assert article.title == "Budget passes" and article.text == "The council approved it."
+    same = one(write(tmp_path / "fm.md", "---\ntitle: Budget passes\n---\n#  Budget   passes\n\nText.\n"))
+    assert same.text == "Text."
+    only = one(write(tmp_path / "only.md", "# Just a heading\n"))
+    assert only.title == "Just a heading" and only.text == "# Just a heading"  # nothing else to store
+
+
+def test_txt_title_from_the_lead_when_the_file_name_is_no_title(tmp_path):
+    lead = "A strong earthquake struck southern Kyrgyzstan on Tuesday. Three died."
+    numbered = one(write(tmp_path / "quake-kyrgyzstan-4.txt", f"date 2024-01-02 {lead}\n\nMore.\n"))
+    assert numbered.title == "A strong earthquake struck southern Kyrgyzstan on Tuesday."
+    dated = one(write(tmp_path / "2024-01-02.txt", "date 2024-01-02 " + "word " * 40 + "\n"))
+    assert dated.title.endswith("…") and len(dated.title) <= 91
+    named = one(write(tmp_path / "crocus-city-hall-warning.txt", f"date 2024-01-02 {lead}\n"))
+    assert named.title == "Crocus city hall warning"
