@@ -103,9 +103,12 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @click.option("--wait", default=600.0, show_default=True, help="Seconds to wait for another ingestion of this warehouse to finish.")
 @click.option("-v", "--verbose", is_flag=True, help="Show Prefect's log lines.")
+@click.option("--precision", type=click.Choice(["exact", "int8"]), default="exact", show_default=True,
+              help="int8: quantised encoder, faster but less accurate; its vectors are kept apart from exact ones.")
 @domain_errors
 def ingest(
-    paths: Sequence[str], db: str | None, prune: bool, max_tokens: int, overlap: int, as_json: bool, wait: float, verbose: bool
+    paths: Sequence[str], db: str | None, prune: bool, max_tokens: int, overlap: int, as_json: bool, wait: float, verbose: bool,
+    precision: str,
 ) -> None:
     """Chunk, embed and store the articles under PATHS (default: seeds/).
 
@@ -124,7 +127,8 @@ def ingest(
         ingest_flow.on_progress = report
         try:
             summary = ingest_flow.ingest(
-                paths=run_paths, db=db_file, prune=prune, max_tokens=max_tokens, overlap_sentences=overlap, wait=wait
+                paths=run_paths, db=db_file, prune=prune, max_tokens=max_tokens, overlap_sentences=overlap, wait=wait,
+                precision=precision,
             )
         finally:
             ingest_flow.on_progress = None
@@ -282,6 +286,7 @@ def _print_summary(summary: dict) -> None:
     tokens, seconds = summary["tokens_embedded"], summary["embed_seconds"]
     rate = f" ({tokens / seconds:,.0f} tokens/s)" if seconds > 0 else ""
     table.add_row("tokens embedded", f"{tokens:,}{rate}")
+    table.add_row("encoder", f"{summary['model']} · {summary['runtime']}")
     table.add_row("time", f"{summary['total_seconds']:.1f}s (embed {seconds:.1f}s, write {summary['write_seconds']:.1f}s)")
     table.add_row("warehouse", summary["db"])
     console.print(table)
