@@ -1,8 +1,8 @@
 """Parse, embed and write in three overlapping stages, so the CPU spends its time in the encoder.
 
 A reader thread parses and chunks the next batch and a writer thread stores the previous one while
-the calling thread encodes the current one (torch, the tokenizers and DuckDB release the GIL while
-they work). Queues of one batch between the stages bound memory by a few batches, however large
+the calling thread encodes the current one (torch, ONNX Runtime, the tokenizers and DuckDB release
+the GIL while they work). The encoder gets the token ids the chunker computed, not text. Queues of one batch between the stages bound memory by a few batches, however large
 the corpus. Plain Python: the ingest flow runs it inside one Prefect task.
 """
 

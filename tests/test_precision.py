@@ -145,3 +145,78 @@ def test_int8_has_its_own_fingerprint_and_stays_close(real_chunks, fp32_vectors)
     cosines = (vectors * fp32_vectors).sum(axis=1)
     # Close, but not exact: why it has a fingerprint of its own.
     assert 0.95 <= cosines.min() < 0.9999 and cosines.mean() >= 0.98
+
+
+class _IdsOnlyEncoder:
+    """A fake for a pure unit test of the pipeline: vectors from the ids alone, and no text."""
+
+    runtime = "fake"
+
+    def __init__(self, tokenizer):
+        from dataclasses import replace
+
+        self.info = replace(model_info(), name="fake", fingerprint="fake-weights")
+        self.tokenizer = tokenizer
+        self.seen: list[list[int]] = []
+
+    def encode(self, texts, batch_size=32):
+        raise AssertionError("the pipeline must hand over the chunker's token ids, not text")
+
+    def encode_ids(self, ids, batch_size=32):
+        self.seen.extend(list(i) for i in ids)
+        out = np.zeros((len(ids), self.info.dim), dtype=np.float32)
+        out[np.arange(len(ids)), [len(i) % self.info.dim for i in ids]] = 1.0
+        return out
+
+
+def test_pipeline_hands_the_chunkers_ids_to_the_encoder(tmp_path, tokenizer):
+    from newsindex.articles import path_doc_id
+    from newsindex.config import ChunkSettings
+    from newsindex.flows import pipeline
+    from newsindex.warehouse import store
+
+    items = [(str(p), [path_doc_id(p)]) for p in sorted(CORPUS.glob("*.txt"))[:4]]
+    encoder = _IdsOnlyEncoder(tokenizer)
+    db = tmp_path / "w.duckdb"
+    with store.opened(db) as con:
+        store.register_model(con, "fake-weights", "fake", encoder.info.dim)
+    outcome = pipeline.run(items, str(db), ChunkSettings(), encoder, "key", batch_chars=3000)
+    with store.opened(db, read_only=True) as con:
+        stored = con.execute("SELECT text, token_count, model FROM chunks ORDER BY doc_id, ordinal").fetchall()
+    assert outcome.chunks_embedded == len(stored) == len(encoder.seen) and outcome.batches > 1
+    assert {model for _, _, model in stored} == {"fake-weights"}
+    # Exactly the ids the model's tokenizer gives each stored chunk text, once each.
+    assert sorted(encoder.seen) == sorted(tokenizer.ids([text for text, _, _ in stored]))
+    assert sum(map(len, encoder.seen)) == sum(n for _, n, _ in stored) == outcome.tokens_embedded
+
+
+def test_int8_ingest_is_kept_apart_from_exact_vectors(ingest, db):
+    from newsindex.queries.search import search
+    from newsindex.queries.session import ModelMismatch
+
+    def models() -> set[str]:
+        import duckdb
+
+        con = duckdb.connect(str(db), read_only=True)
+        try:
+            return {m for (m,) in con.execute("SELECT DISTINCT model FROM chunks").fetchall()}
+        finally:
+            con.close()
+
+    exact, int8 = model_info(), int8_info(model_info())
+    summary = ingest(CORPUS, precision="int8")
+    assert (summary["precision"], summary["runtime"], summary["model"]) == ("int8", "onnx-int8", int8.name)
+    assert models() == {int8.fingerprint}
+    hits = search(db, "levee failure strands rural families during the South Asian rainy season", k=3, mode="semantic").hits
+    assert hits[0].doc_id.endswith("flood-bangladesh-monsoon.txt") or "flood-bangladesh-monsoon" in hits[0].source_path
+
+    # One file ingested exactly again: its chunks change fingerprint, and search refuses the mix.
+    again = ingest(CORPUS / "metro-line-opening.txt")
+    assert (again["updated"], again["runtime"]) == (1, choose_runtime())
+    assert models() == {int8.fingerprint, exact.fingerprint}
+    with pytest.raises(ModelMismatch, match="both exact and int8 vectors"):
+        search(db, "new metro line", k=3, mode="semantic")
+    # Everything exact again: nothing of the int8 run is left, and search answers.
+    ingest(CORPUS)
+    assert models() == {exact.fingerprint}
+    assert search(db, "new metro line", k=3, mode="semantic").hits
