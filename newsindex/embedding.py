@@ -234,7 +234,8 @@ def candidate_runtimes() -> list[str]:
 
 
 def choose_runtime(precision: str = "exact") -> str:
-    """int8 when asked; else NEWSINDEX_RUNTIME if set; else the fastest exact runtime on this CPU,
+    """int8 when asked; else NEWSINDEX_RUNTIME if set; else torch bf16 where the CPU runs bf16
+    natively (well ahead of any fp32 runtime there, bench/RESULTS.md); else the faster fp32 runtime
     from a short calibration made once per CPU model, thread count and library versions."""
     if precision not in PRECISIONS:
         raise ModelError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
@@ -248,6 +249,9 @@ def choose_runtime(precision: str = "exact") -> str:
             )
         return forced
     candidates = candidate_runtimes()
+    if "torch-bf16" in candidates:
+        # Decided by the flags: a short calibration on a busy machine can rank them wrongly.
+        return "torch-bf16"
     if len(candidates) == 1:
         return candidates[0]
     return calibrated_runtime(model_info(), candidates)

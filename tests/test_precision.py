@@ -49,7 +49,13 @@ def test_environment_overrides_the_choice(monkeypatch):
 
 
 def test_calibration_picks_a_candidate_once_per_cpu(monkeypatch, tmp_path, model_dir):
+    from newsindex.embedding import calibrated_runtime
+
     monkeypatch.delenv("NEWSINDEX_RUNTIME", raising=False)
+    candidates = candidate_runtimes()
+    assert "onnx-fp32" in candidates and ("torch-bf16" in candidates) == cpu_has_native_bf16()
+    # Native bf16 wins by the flags alone; elsewhere the fp32 runtimes are measured.
+    assert (choose_runtime() == "torch-bf16") == cpu_has_native_bf16()
     # The export is made once per user; the calibration cache starts empty.
     cache = tmp_path / "cache" / "newsindex"
     from newsindex.onnx_export import ensure_export, export_dir
@@ -57,18 +63,16 @@ def test_calibration_picks_a_candidate_once_per_cpu(monkeypatch, tmp_path, model
     ensure_export(model_info())
     shutil.copytree(export_dir(model_info()), cache / "onnx" / model_info().fingerprint)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    candidates = candidate_runtimes()
-    assert "onnx-fp32" in candidates and ("torch-bf16" in candidates) == cpu_has_native_bf16()
-    chosen = choose_runtime()
-    assert chosen in candidates
-    [record] = json.loads((cache / "runtimes.json").read_text()).values()
-    assert record["runtime"] == chosen and set(record["tokens_per_s"]) == set(candidates)
+    fp32 = ["torch-fp32", "onnx-fp32"]
+    chosen = calibrated_runtime(model_info(), fp32)
+    assert chosen in fp32
+    [(key, record)] = json.loads((cache / "runtimes.json").read_text()).items()
+    assert record["runtime"] == chosen and set(record["tokens_per_s"]) == set(fp32)
     assert all(rate > 0 for rate in record["tokens_per_s"].values())
     # Read back, not measured again: another answer written there is what the next run uses.
-    other = next(c for c in candidates if c != chosen)
-    key = next(iter(json.loads((cache / "runtimes.json").read_text())))
+    other = next(c for c in fp32 if c != chosen)
     (cache / "runtimes.json").write_text(json.dumps({key: {**record, "runtime": other}}))
-    assert choose_runtime() == other
+    assert calibrated_runtime(model_info(), fp32) == other
 
 
 def test_a_damaged_export_is_never_used(monkeypatch, tmp_path):
