@@ -158,7 +158,7 @@ def throughput(args) -> dict:
     from newsindex.embedding import EXACT_RUNTIMES, INT8_RUNTIME, candidate_runtimes, choose_runtime, cpu_description, model_info
     from newsindex.flows import ingest as flow
 
-    corpus = OUT / "ingest-corpus"
+    corpus = OUT / f"ingest-corpus-{args.articles}"  # one folder per size: ingest reads the whole folder
     started = time.perf_counter()
     files = write_text_corpus(corpus, args.articles)
     print(f"corpus: {len(files):,} articles in {corpus} ({time.perf_counter() - started:.1f}s)", flush=True)
