@@ -110,8 +110,8 @@ def _worker_name() -> str:
         return socket.gethostname()
 
 
-def _worker_model(fingerprint: str) -> tuple[str, str]:
-    """This worker's copy of the model: its path, checked to be the weights the run embeds with."""
+def _worker_model(fingerprint: str):
+    """This worker's copy of the model, checked to be the weights the run embeds with."""
     from newsindex.embedding import model_info
 
     try:
@@ -123,7 +123,7 @@ def _worker_model(fingerprint: str) -> tuple[str, str]:
         ) from None
     if info.fingerprint != fingerprint:
         raise ClusterError(f"worker {_worker_name()}: its model weights ({info.fingerprint[:12]}) differ from the run's ({fingerprint[:12]})")
-    return info.path, info.name
+    return info
 
 
 @task(cache_policy=NO_CACHE, persist_result=False, task_run_name="encode part {shard}")
@@ -132,16 +132,20 @@ def encode_to_shard(
     staging: str,
     shard: str,
     settings: dict,
-    fingerprint: str,
-    precision: str,
+    weights: str,
+    model: str,
+    runtime: str,
     batch_chars: int,
     encode_batch_size: int,
 ) -> dict:
-    """Read, chunk and encode one part on a Dask worker; write it to a shard; return a manifest."""
+    """Read, chunk and encode one part on a Dask worker; write it to a shard; return a manifest.
+    `weights`: the fingerprint of the model's weights, checked against the worker's copy; `model`:
+    that of the vectors (int8's own); `runtime`: the encoder the run chose (every worker uses it,
+    so that vectors from all workers mix as the in-process run's would)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from newsindex.embedding import shared_embedder
+    from newsindex.embedding import load_encoder
     from newsindex.flows import pipeline
 
     path = Path(staging) / shard
@@ -151,18 +155,18 @@ def encode_to_shard(
         meta = pq.read_schema(path).metadata or {}
         saved = json.loads(meta.get(b"newsindex", b"{}"))
         return {**manifest, **saved, "shard": str(path), "reused": True}
-    model_dir, model_name = _worker_model(fingerprint)
-    embedder = shared_embedder(model_dir, model_name, precision)  # once per worker process
+    info = _worker_model(weights)
+    encoder = load_encoder(runtime, info)  # once per worker process
     chunk_settings = ChunkSettings(**settings)
-    chunk_key = f"{chunk_settings.key()}|{fingerprint}"
+    chunk_key = f"{chunk_settings.key()}|{model}"
     failures: list[tuple[str, int | None, str]] = []
     tables = []
     started = time.perf_counter()
-    for batch in pipeline.read_batches(items, chunk_settings, model_dir, chunk_key, batch_chars, failures):
+    for batch in pipeline.read_batches(items, chunk_settings, encoder.tokenizer, chunk_key, batch_chars, failures):
         manifest["parse_seconds"] += time.perf_counter() - started
         texts = [t for row in batch.rows for t in row.chunk_texts]
         encode_started = time.perf_counter()
-        vectors = embedder.encode(texts, batch_size=encode_batch_size)
+        vectors = encoder.encode_ids(batch.ids, batch_size=encode_batch_size)
         manifest["embed_seconds"] += time.perf_counter() - encode_started
         faults.point("shard")
         tables.append(_batch_table(batch.rows, vectors))
@@ -256,8 +260,9 @@ def embed_on_cluster(
     groups: list[list[tuple[str, list[str]]]],
     db: str,
     settings: dict,
-    fingerprint: str,
-    precision: str,
+    weights: str,
+    model: str,
+    runtime: str,
     batch_chars: int,
     encode_batch_size: int,
 ) -> dict:
@@ -266,7 +271,7 @@ def embed_on_cluster(
     logger = get_run_logger()
     staging = staging_dir(db)
     staging.mkdir(parents=True, exist_ok=True)
-    chunk_key = f"{ChunkSettings(**settings).key()}|{fingerprint}"
+    chunk_key = f"{ChunkSettings(**settings).key()}|{model}"
     names = [shard_name(group, chunk_key) for group in groups]
     for leftover in staging.iterdir():
         if leftover.name not in names:  # another plan's shard or a partial write of a dead run
@@ -275,12 +280,12 @@ def embed_on_cluster(
               "parse_seconds": 0.0, "embed_seconds": 0.0, "write_seconds": 0.0, "failures": [],
               "parts": len(groups), "reused_shards": 0, "workers": set()}  # fmt: skip
     futures = [
-        encode_to_shard.submit(group, str(staging), name, settings, fingerprint, precision, batch_chars, encode_batch_size)
+        encode_to_shard.submit(group, str(staging), name, settings, weights, model, runtime, batch_chars, encode_batch_size)
         for group, name in zip(groups, names)
     ]
     for future in as_completed(futures):
         manifest = future.result()
-        loaded = load_shard(manifest["shard"], db, fingerprint)
+        loaded = load_shard(manifest["shard"], db, model)
         logger.info("part from %s: %d documents, %d chunks%s", manifest["worker"], manifest["documents"],
                     manifest["chunks"], " (reused shard)" if manifest["reused"] else "")  # fmt: skip
         for key in ("added", "updated", "unchanged", "write_seconds"):

@@ -24,7 +24,7 @@ from prefect.states import Completed
 from newsindex import config, faults
 from newsindex.articles import JSONL_SUFFIXES, ArticleError, derived_id_prefix, discover_files, display_path, read_guarded
 from newsindex.config import ChunkSettings
-from newsindex.embedding import choose_precision, model_info, shared_embedder
+from newsindex.embedding import choose_runtime, int8_info, load_encoder, model_info
 from newsindex.flows import pipeline
 from newsindex.warehouse import keyword, store
 
@@ -47,8 +47,7 @@ DEFAULT_WAIT = 600.0
 # About 4M characters (~1M tokens, most of a minute) per task run: each task run costs tens of ms
 # with a server and the pipeline fills and drains once per run, while the UI still sees progress.
 DEFAULT_PART_CHARS = 4_000_000
-# Sequences per forward pass. Measured on the 2-core AVX512-BF16 machine with ~128-token chunks:
-# bf16 reaches ~9.8k tokens/s at 32, ~8.5k at 128 (wider batches spill the cache).
+# Sequences per forward pass: wider batches of ~128-token chunks spill the cache (bench/RESULTS.md).
 ENCODE_BATCH_SIZE = 32
 # Removed documents named in the summary; a mass prune reports its count and the first ones.
 PRUNED_LISTED = 1000
@@ -223,7 +222,7 @@ def embed_and_write(
     settings: dict,
     model_dir: str,
     model_name: str,
-    precision: str,
+    runtime: str,
     batch_chars: int,
     progress_from: int = 0,
     progress_total: int = 0,
@@ -233,9 +232,8 @@ def embed_and_write(
     batch and writing the previous one while the model encodes (see flows/pipeline.py)."""
     logger = get_run_logger()
     chunk_settings = ChunkSettings(**settings)
-    info = model_info(model_dir, model_name)
-    chunk_key = f"{chunk_settings.key()}|{info.fingerprint}"
-    embedder = shared_embedder(model_dir, model_name, precision)  # loaded once per process
+    encoder = load_encoder(runtime, model_info(model_dir, model_name))  # loaded once per process
+    chunk_key = f"{chunk_settings.key()}|{encoder.info.fingerprint}"
     done = progress_from
 
     def batch_stored(outcome: pipeline.Outcome, chars: int) -> None:
@@ -246,7 +244,7 @@ def embed_and_write(
                     outcome.tokens_embedded / max(outcome.embed_seconds, 1e-9))
         _report("embedding", done, progress_total, chunks_before + outcome.chunks_embedded)
 
-    outcome = pipeline.run(items, db, chunk_settings, embedder, chunk_key, batch_chars, ENCODE_BATCH_SIZE, batch_stored)
+    outcome = pipeline.run(items, db, chunk_settings, encoder, chunk_key, batch_chars, ENCODE_BATCH_SIZE, batch_stored)
     return {
         "added": outcome.added,
         "updated": outcome.updated,
@@ -362,9 +360,12 @@ def ingest(
     allow_mass_prune: bool = False,
     workers: int = 0,
     dask_address: str | None = None,
+    precision: str = "exact",
 ) -> dict:
     """Ingest article files into the warehouse; returns the run summary.
 
+    `precision="int8"` embeds with the quantised export: faster, a little less accurate, and stored
+    under its own fingerprint, so every document is re-embedded and never mixed with exact vectors.
     One ingestion writes a warehouse at a time: a run that finds another one going waits up to
     `wait` seconds for it (saying so), then fails without touching anything. With `prune`, a folder
     in which no files were found, or that would lose more than half of its documents, keeps them
@@ -379,7 +380,7 @@ def ingest(
     if cluster:
         cluster.check()
     with store.ingest_lock(db_file, wait):
-        return _ingest(paths, db_file, prune, max_tokens, overlap_sentences, batch_chars, part_chars, allow_mass_prune, cluster)
+        return _ingest(paths, db_file, prune, max_tokens, overlap_sentences, batch_chars, part_chars, allow_mass_prune, cluster, precision)
 
 
 @dataclass(frozen=True)
@@ -405,15 +406,21 @@ class Cluster:
 
 def _ingest(
     paths: list[str], db_file: str, prune: bool, max_tokens: int, overlap_sentences: int, batch_chars: int,
-    part_chars: int, allow_mass_prune: bool = False, cluster: Cluster | None = None,
+    part_chars: int, allow_mass_prune: bool = False, cluster: Cluster | None = None, precision: str = "exact",
 ) -> dict:
     logger = get_run_logger()
     started = time.perf_counter()
     settings = ChunkSettings(max_tokens, overlap_sentences)
-    info = model_info(str(config.model_path()), config.model_name())
-    # Not part of the chunk key: bf16 and fp32 vectors agree to cosine 0.999, so a change of
-    # precision (another machine, NEWSINDEX_PRECISION) re-embeds nothing.
-    precision = choose_precision()
+    weights = model_info(str(config.model_path()), config.model_name())
+    # Not part of the chunk key: every exact runtime gives the same vectors to cosine 0.9999 (bf16
+    # 0.999), so another machine's choice re-embeds nothing. int8 is another fingerprint.
+    runtime = choose_runtime(precision)
+    info = int8_info(weights) if precision == "int8" else weights
+    # Queries are embedded by ONNX Runtime on the exact export, whichever runtime ingests: make it
+    # now, while torch is at hand, so a search never has to.
+    from newsindex.onnx_export import ensure_export
+
+    ensure_export(weights, "fp32")
     chunk_key = f"{settings.key()}|{info.fingerprint}"
     with store.opened(db_file) as con:
         with store.transaction(con):
@@ -438,7 +445,7 @@ def _ingest(
         done_chars = 0
         logger.info("%d files, %d documents: %d unchanged, %d to embed in %d parts (%s)",
                     len(files), planned.seen, planned.unchanged, sum(len(ids) for _, ids, _ in planned.work),
-                    len(groups), precision)
+                    len(groups), runtime)
         _report("embedding", 0, total_chars, 0)
         chars_of = {path: chars for path, _, chars in planned.work}
         if cluster and groups:
@@ -446,7 +453,8 @@ def _ingest(
 
             logger.info("embedding %d parts on a %s", len(groups), cluster)
             on_dask = distributed.embed_on_cluster.with_options(task_runner=distributed.task_runner(cluster.workers, cluster.address))
-            result = on_dask(groups, db_file, asdict(settings), info.fingerprint, precision, batch_chars, ENCODE_BATCH_SIZE)
+            result = on_dask(groups, db_file, asdict(settings), weights.fingerprint, info.fingerprint, runtime,
+                             batch_chars, ENCODE_BATCH_SIZE)
             for key in ("added", "updated", "unchanged", "chunks_embedded", "tokens_embedded",
                         "parse_seconds", "embed_seconds", "write_seconds"):
                 counts[key] += result[key]
@@ -456,7 +464,7 @@ def _ingest(
             groups = []
             _report("embedding", total_chars, total_chars, int(counts["chunks_embedded"]))
         for group in groups:
-            result = embed_and_write(group, db_file, asdict(settings), info.path, info.name, precision,
+            result = embed_and_write(group, db_file, asdict(settings), weights.path, weights.name, runtime,
                                      batch_chars, done_chars, total_chars, int(counts["chunks_embedded"]))
             for key in ("added", "updated", "unchanged", "chunks_embedded", "tokens_embedded",
                         "parse_seconds", "embed_seconds", "write_seconds"):
@@ -494,6 +502,7 @@ def _ingest(
         "total_seconds": round(time.perf_counter() - started, 3),
         "model": info.name,
         "precision": precision,
+        "runtime": runtime,
         "search_index_rebuilt": rebuilt,
         "failures": [str(f) for f in failures],
         "warnings": planned.warnings,
@@ -558,6 +567,7 @@ def _artifact(summary: dict) -> None:
         for key in ("seen", "added", "updated", "unchanged", "failed", "removed", "chunks_embedded",
                     "tokens_embedded", "parse_seconds", "embed_seconds", "write_seconds", "total_seconds")
     ]
+    rows += [{"measure": key, "value": summary[key]} for key in ("model", "precision", "runtime")]
     rows += [{"measure": "failure", "value": f} for f in summary["failures"]]
     rows += [{"measure": "pruned", "value": f"{where} ({doc_id})"} for where, doc_id in summary["pruned"][:100]]
     create_table_artifact(

@@ -1,8 +1,8 @@
 """Parse, embed and write in three overlapping stages, so the CPU spends its time in the encoder.
 
 A reader thread parses and chunks the next batch and a writer thread stores the previous one while
-the calling thread encodes the current one (torch, the tokenizers and DuckDB release the GIL while
-they work). Queues of one batch between the stages bound memory by a few batches, however large
+the calling thread encodes the current one (torch, ONNX Runtime, the tokenizers and DuckDB release
+the GIL while they work). The encoder gets the token ids the chunker computed, not text. Queues of one batch between the stages bound memory by a few batches, however large
 the corpus. Plain Python: the ingest flow runs it inside one Prefect task.
 """
 
@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 from newsindex import faults
 from newsindex.articles import Article, ArticleError, read_guarded
-from newsindex.chunking import chunk_text, load_tokenizer
+from newsindex.chunking import Tokenizer, chunk_text
 from newsindex.config import ChunkSettings
-from newsindex.embedding import Embedder
+from newsindex.embedding import Encoder
 from newsindex.warehouse import store
 
 _END = object()
@@ -28,6 +28,8 @@ _END = object()
 class Batch:
     rows: list[store.DocumentRow]
     chars: int  # characters of article text, the unit of the progress bar
+    # Content token ids of every chunk, in row order: the chunker's own, so nothing is tokenized twice.
+    ids: list[list[int]] = field(default_factory=list)
 
 
 @dataclass
@@ -53,15 +55,15 @@ class _Failed:
 def read_batches(
     items: list[tuple[str, list[str]]],
     settings: ChunkSettings,
-    model_dir: str,
+    tokenizer: Tokenizer,
     chunk_key: str,
     batch_chars: int,
     failures: list[tuple[str, int | None, str]],
 ) -> Iterator[Batch]:
     """Documents `items` names ((file, doc ids) pairs), chunked, in batches of about `batch_chars`.
     Each file is read once; a file's documents may span batches."""
-    tokenizer = load_tokenizer(model_dir)
     rows: list[store.DocumentRow] = []
+    chunk_ids: list[list[int]] = []
     chars = 0
     for path, ids in items:
         wanted = set(ids)
@@ -76,15 +78,24 @@ def read_batches(
             if article.doc_id not in wanted:
                 continue
             wanted.discard(article.doc_id)
-            rows.append(_row(article, chunk_text(article.text, tokenizer, settings), chunk_key))
+            chunks = chunk_text(article.text, tokenizer, settings)
+            rows.append(_row(article, chunks, chunk_key))
+            chunk_ids.extend(_chunk_ids(chunks, tokenizer))
             chars += len(article.text)
             if chars >= batch_chars:
-                yield Batch(rows, chars)
-                rows, chars = [], 0
+                yield Batch(rows, chars, chunk_ids)
+                rows, chunk_ids, chars = [], [], 0
         if wanted and not file_error:
             failures.append((path, None, f"changed during the run: {len(wanted)} document(s) vanished; run again"))
     if rows:
-        yield Batch(rows, chars)
+        yield Batch(rows, chars, chunk_ids)
+
+
+def _chunk_ids(chunks, tokenizer: Tokenizer) -> list[list[int]]:
+    """The chunker's ids, and the few it did not keep (chunks re-measured one by one) computed now."""
+    missing = [c.text for c in chunks if c.token_ids is None]
+    computed = iter(tokenizer.ids(missing) if missing else [])
+    return [c.token_ids if c.token_ids is not None else next(computed) for c in chunks]
 
 
 def _row(article: Article, chunks, chunk_key: str) -> store.DocumentRow:
@@ -110,10 +121,10 @@ def run(
     items: list[tuple[str, list[str]]],
     db: str,
     settings: ChunkSettings,
-    embedder: Embedder,
+    encoder: Encoder,
     chunk_key: str,
     batch_chars: int,
-    encode_batch_size: int = 64,
+    encode_batch_size: int = 32,
     on_batch: Callable[[Outcome, int], None] | None = None,
 ) -> Outcome:
     """Chunk, embed and store the documents `items` names. `on_batch(outcome so far, characters
@@ -124,11 +135,11 @@ def run(
     to_write: queue.Queue = queue.Queue(maxsize=1)
     written: queue.Queue = queue.Queue()
     write_error: list[BaseException] = []
-    fingerprint = embedder.info.fingerprint
+    fingerprint = encoder.info.fingerprint
 
     def read() -> None:
         try:
-            batches = read_batches(items, settings, embedder.info.path, chunk_key, batch_chars, outcome.failures)
+            batches = read_batches(items, settings, encoder.tokenizer, chunk_key, batch_chars, outcome.failures)
             while True:
                 started = time.perf_counter()
                 batch = next(batches, _END)
@@ -162,12 +173,11 @@ def run(
                 raise batch.error
             if write_error:
                 break
-            texts = [t for row in batch.rows for t in row.chunk_texts]
             started = time.perf_counter()
-            vectors = embedder.encode(texts, batch_size=encode_batch_size)
+            vectors = encoder.encode_ids(batch.ids, batch_size=encode_batch_size)
             faults.point("embed")
             outcome.embed_seconds += time.perf_counter() - started
-            outcome.chunks_embedded += len(texts)
+            outcome.chunks_embedded += len(batch.ids)
             outcome.tokens_embedded += sum(n for row in batch.rows for n in row.chunk_tokens)
             outcome.batches += 1
             to_write.put((batch, vectors))

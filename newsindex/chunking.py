@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -40,6 +40,9 @@ class Chunk:
     end: int
     text: str
     token_count: int
+    # The content token ids (no special tokens) the count came from, handed to the encoder so it
+    # never tokenizes the same text again; None where the chunker did not keep them.
+    token_ids: list[int] | None = field(default=None, compare=False, repr=False)
 
 
 class Tokenizer:
@@ -53,6 +56,14 @@ class Tokenizer:
         self._tok.no_padding()
         self.max_seq_length = _max_seq_length(model_dir)
         self.special_tokens = self._tok.post_processor.num_special_tokens_to_add(False) if self._tok.post_processor else 0
+        # The ids the model puts around content ([CLS] ... [SEP] for BERT), found from one probe so
+        # any post-processor template works without knowing its token names.
+        bare = self._tok.encode("a", add_special_tokens=False).ids
+        full = self._tok.encode("a", add_special_tokens=True).ids
+        at = next((i for i in range(len(full)) if full[i : i + len(bare)] == bare), 0)
+        self.prefix, self.suffix = full[:at], full[at + len(bare) :]
+        padding = self._tok.token_to_id("[PAD]")
+        self.pad_id = padding if padding is not None else 0
 
     @property
     def content_budget(self) -> int:
@@ -61,10 +72,19 @@ class Tokenizer:
     def encode(self, texts: list[str]):
         return self._tok.encode_batch(texts, add_special_tokens=False)
 
-    def count(self, texts: list[str]) -> list[int]:
-        # The fast variant skips character offsets, which counting does not need.
+    def ids(self, texts: list[str]) -> list[list[int]]:
+        """Content token ids of each text (no special tokens, no truncation)."""
+        # The fast variant skips character offsets, which ids do not need.
         encode = getattr(self._tok, "encode_batch_fast", self._tok.encode_batch)
-        return [len(e.ids) for e in encode(texts, add_special_tokens=False)]
+        return [e.ids for e in encode(texts, add_special_tokens=False)]
+
+    def count(self, texts: list[str]) -> list[int]:
+        return [len(ids) for ids in self.ids(texts)]
+
+    def model_input(self, content_ids: list[int]) -> list[int]:
+        """What the model reads for these content ids: special tokens added, cut to max_seq_length
+        the way the model's own tokenizer truncates."""
+        return [*self.prefix, *content_ids[: self.content_budget], *self.suffix]
 
     def count_with_special(self, text: str) -> int:
         return len(self._tok.encode(text, add_special_tokens=True).ids)
@@ -157,10 +177,10 @@ def _chunk_prose(text: str, tokenizer: Tokenizer, settings: ChunkSettings, budge
     # Token counts of sentences add up for WordPiece, but check the joined texts to be sure: all in
     # one tokenizer call (a call per chunk doubled the cost of chunking), and chunk by chunk only if
     # some joined text is over the budget after all.
-    counts = tokenizer.count([text[start:end] for start, end, _ in spans])
-    if max(counts, default=0) > budget:
+    ids = tokenizer.ids([text[start:end] for start, end, _ in spans])
+    if max(map(len, ids), default=0) > budget:
         return _chunk_exact(text, units, tokenizer, settings.overlap_sentences, budget)
-    return [Chunk(n, start, end, text[start:end], count) for n, ((start, end, _), count) in enumerate(zip(spans, counts))]
+    return [Chunk(n, start, end, text[start:end], len(i), i) for n, ((start, end, _), i) in enumerate(zip(spans, ids))]
 
 
 def _pack(units: list[tuple[int, int, int]], overlap: int, budget: int) -> list[tuple[int, int, int]]:

@@ -124,10 +124,12 @@ def _not_nan(ctx, param, value):
 @click.option("-v", "--verbose", is_flag=True, help="Show Prefect's log lines.")
 @click.option("--workers", type=int, default=0, help="Encode on a local Dask cluster of N worker processes.")
 @click.option("--dask-address", metavar="tcp://HOST:PORT", help="Encode on the workers of this running Dask scheduler.")
+@click.option("--precision", type=click.Choice(["exact", "int8"]), default="exact", show_default=True,
+              help="int8: quantised encoder, faster but less accurate; its vectors are kept apart from exact ones.")
 @domain_errors
 def ingest(
     paths: Sequence[str], db: str | None, prune: bool, allow_mass_prune: bool, max_tokens: int, overlap: int, as_json: bool,
-    wait: float, verbose: bool, workers: int, dask_address: str | None,
+    wait: float, verbose: bool, workers: int, dask_address: str | None, precision: str,
 ) -> None:
     """Chunk, embed and store the articles under PATHS (default: seeds/).
 
@@ -152,6 +154,7 @@ def ingest(
                 paths=run_paths, db=db_file, prune=prune, max_tokens=max_tokens, overlap_sentences=overlap, wait=wait,
                 allow_mass_prune=allow_mass_prune,
                 workers=workers, dask_address=dask_address,
+                precision=precision,
             )
         finally:
             ingest_flow.on_progress = None
@@ -337,6 +340,7 @@ def _print_summary(summary: dict) -> None:
     tokens, seconds = summary["tokens_embedded"], summary["embed_seconds"]
     rate = f" ({tokens / seconds:,.0f} tokens/s)" if seconds > 0 else ""
     table.add_row("tokens embedded", f"{tokens:,}{rate}")
+    table.add_row("encoder", f"{summary['model']} · {summary['runtime']}")
     table.add_row("time", f"{summary['total_seconds']:.1f}s (embed {seconds:.1f}s, write {summary['write_seconds']:.1f}s)")
     table.add_row("warehouse", summary["db"])
     if summary.get("cluster"):

@@ -216,11 +216,10 @@ def _ann_search(con: duckdb.DuckDBPyConnection, db, vector: np.ndarray, k: int, 
 
 
 def embed_query(text: str) -> np.ndarray:
-    """The query's L2-normalised float32 vector, from the configured model (NumPy, no torch)."""
-    from newsindex.embedding import model_info
-    from newsindex.query_encoder import query_encoder
+    """The query's L2-normalised float32 vector, from the configured model (ONNX Runtime, no torch)."""
+    from newsindex.embedding import query_encoder
 
-    return query_encoder(model_info().path).encode([text])[0]
+    return query_encoder().encode([text])[0]
 
 
 def vector_literal(vector: np.ndarray) -> str:

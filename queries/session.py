@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 
 from newsindex import config
-from newsindex.embedding import model_info
+from newsindex.embedding import int8_info, model_info, query_encoder
 from newsindex.warehouse import store
 
 # An ingest holds the file for the length of one write; waiting this long covers that.
@@ -27,11 +27,19 @@ class ModelMismatch(store.WarehouseError):
 
 
 def current_model_check(con: duckdb.DuckDBPyConnection) -> str | None:
-    """None when queries may be embedded with the configured model, else the reason they may not."""
+    """None when queries may be embedded with the configured model, else the reason they may not.
+    Vectors of the model's int8 export count as the model's (queries are embedded exactly either
+    way), but not mixed with exact ones: their neighbours would be ranked on two scales."""
     info = model_info(str(config.model_path()), config.model_name())
+    own = {info.fingerprint, int8_info(info).fingerprint}
     stored = store.stored_models(con)
-    others = [(fp, name) for fp, name, _ in stored if fp != info.fingerprint]
+    others = [(fp, name) for fp, name, _ in stored if fp not in own]
     if not others:
+        if len(stored) > 1:
+            return (
+                f"the warehouse holds both exact and int8 vectors of {info.name}; re-ingest everything with one "
+                "--precision (`newsindex ingest PATHS --precision exact`, or int8)"
+            )
         return None
     described = ", ".join(f"{name} (weights {fp})" for fp, name in others)
     return (
@@ -70,11 +78,9 @@ def _register_embed(con: duckdb.DuckDBPyConnection, mismatch: str | None) -> Non
         # The check ran before any query: a UDF must not run SQL on the connection that calls it.
         if mismatch:
             raise ModelMismatch(mismatch)
-        from newsindex.query_encoder import query_encoder
-
         values = texts.to_pylist()
         present = [t for t in values if t is not None]
-        vectors = iter(query_encoder(info.path).encode(present)) if present else iter(())
+        vectors = iter(query_encoder(info).encode(present)) if present else iter(())
         rows = [next(vectors).tolist() if t is not None else None for t in values]
         return pa.array(rows, type=pa.list_(pa.float32(), info.dim))
 

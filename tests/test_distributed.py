@@ -43,22 +43,22 @@ def assert_same_warehouse(db: Path, reference: Path) -> None:
 
 @pytest.fixture(scope="module")
 def reference(prefect_server, tmp_path_factory) -> Path:
-    """The in-process ingest of the same files, in fp32. In bf16 (chosen where the CPU has it) a
+    """The in-process ingest of the same files, in torch fp32. In bf16 (chosen where the CPU has it) a
     vector depends on its batch's padding by ~1e-3, and parts batch chunks differently; in fp32 the
     same text gives the same vector to 1e-6 whatever the batch, so the two runs can be compared."""
     from newsindex.flows.ingest import ingest
 
     db = tmp_path_factory.mktemp("reference") / "in-process.duckdb"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("NEWSINDEX_PRECISION", "fp32")
+        patch.setenv("NEWSINDEX_RUNTIME", "torch-fp32")
         summary = ingest(paths=[str(SEEDS), str(CORPUS)], db=str(db))
-    assert summary["added"] == 15 and summary["precision"] == "fp32"
+    assert summary["added"] == 15 and summary["runtime"] == "torch-fp32"
     return db
 
 
 @pytest.fixture(autouse=True)
 def fp32(monkeypatch):
-    monkeypatch.setenv("NEWSINDEX_PRECISION", "fp32")
+    monkeypatch.setenv("NEWSINDEX_RUNTIME", "torch-fp32")
 
 
 def test_two_local_workers_equal_the_in_process_ingest(reference, tmp_path):
@@ -153,7 +153,7 @@ def test_cli_scheduler_and_workers_equal_the_in_process_ingest(reference, tmp_pa
     db = tmp_path / "cli-dask.duckdb"
     result = subprocess.run([str(BIN / "newsindex"), "ingest", str(SEEDS), str(CORPUS), "--db", str(db),
                              "--dask-address", address, "--json"],
-                            env={**subprocess_env, "NEWSINDEX_PRECISION": "fp32"}, capture_output=True, text=True, timeout=600)  # fmt: skip
+                            env={**subprocess_env, "NEWSINDEX_RUNTIME": "torch-fp32"}, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert_same_warehouse(db, reference)
 

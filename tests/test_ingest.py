@@ -26,9 +26,9 @@ def test_seeds_end_to_end(ingest, db):
     assert summary["status"] == "completed"
     assert (summary["seen"], summary["added"], summary["failed"]) == (1, 1, 0)
     assert summary["chunks_embedded"] >= 4
-    from newsindex.embedding import choose_precision
+    from newsindex.embedding import choose_runtime
 
-    assert summary["precision"] == choose_precision()
+    assert (summary["precision"], summary["runtime"]) == ("exact", choose_runtime())
 
     doc_id = path_doc_id(SEED_FILE)
     (title, published, lead, text, source) = rows(db, "SELECT title, published, lead, text, source_path FROM documents")[0]
@@ -43,16 +43,16 @@ def test_seeds_end_to_end(ingest, db):
     assert rows(db, "SELECT name, dim FROM models WHERE fingerprint = ?", [chunks[0][7]]) == [("sentence-transformers/all-MiniLM-L6-v2", 384)]
 
     # The stored vector is the model's embedding of the stored chunk text.
-    from newsindex.embedding import shared_embedder, model_info
+    from newsindex.embedding import load_encoder
 
-    info = model_info()
-    fresh = shared_embedder(info.path, info.name).encode([chunks[1][2]])[0]
+    fresh = load_encoder("torch-fp32").encode([chunks[1][2]])[0]
     assert float(np.dot(fresh, np.asarray(chunks[1][6]))) > 0.9999
 
     run = rows(db, "SELECT status, seen, added, chunks_embedded, flow_run_id, total_seconds FROM ingest_runs")
     assert run[0][:4] == ("completed", 1, 1, len(chunks))
     assert run[0][4] and run[0][5] > 0
-    assert _artifact_rows(run[0][4])["added"] == "1"
+    shown = _artifact_rows(run[0][4])
+    assert (shown["added"], shown["runtime"], shown["precision"]) == ("1", summary["runtime"], "exact")
 
 
 def _artifact_rows(flow_run_id: str) -> dict:
@@ -223,7 +223,7 @@ def test_parts_keep_files_whole():
 def test_pipeline_write_failure_stops_it_and_is_raised(tmp_path):
     """A writer that cannot write ends the run with its error instead of hanging the other stages."""
     from newsindex.config import ChunkSettings
-    from newsindex.embedding import model_info, shared_embedder
+    from newsindex.embedding import load_encoder
     from newsindex.flows import pipeline
     from newsindex.warehouse import store
 
@@ -232,10 +232,8 @@ def test_pipeline_write_failure_stops_it_and_is_raised(tmp_path):
     items = [(str(p), [path_doc_id(p)]) for p in sorted((tmp_path / "news").iterdir())]
     not_a_db = tmp_path / "folder.duckdb"
     not_a_db.mkdir()
-    info = model_info()
-    embedder = shared_embedder(info.path, info.name)
     with pytest.raises(store.WarehouseError, match="folder.duckdb"):
-        pipeline.run(items, str(not_a_db), ChunkSettings(), embedder, "key", batch_chars=800)
+        pipeline.run(items, str(not_a_db), ChunkSettings(), load_encoder("torch-fp32"), "key", batch_chars=800)
 
 
 @pytest.mark.parametrize("max_tokens", [0])

@@ -1,4 +1,4 @@
-"""The torch-free query encoder gives sentence-transformers' vectors."""
+"""The torch-free query encoder (ONNX Runtime on the checked export) gives torch's vectors."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import sys
 
 import numpy as np
 
-from newsindex.embedding import model_info, shared_embedder
-from newsindex.query_encoder import NumpyEncoder
+from newsindex.embedding import load_encoder, model_info, query_encoder
 
 TEXTS = [
     "who warned Russia about the attack",
@@ -18,13 +17,15 @@ TEXTS = [
 ]
 
 
-def test_matches_sentence_transformers(model_dir):
-    fast = NumpyEncoder(model_dir).encode(TEXTS)
-    info = model_info()
-    reference = shared_embedder(info.path, info.name).encode(TEXTS)
-    cosines = (fast * reference).sum(axis=1)
+def test_matches_sentence_transformers():
+    from sentence_transformers import SentenceTransformer
+
+    fast = query_encoder().encode(TEXTS)
+    plain = SentenceTransformer(model_info().path, device="cpu").encode(TEXTS, normalize_embeddings=True)
     assert fast.shape == (len(TEXTS), 384) and fast.dtype == np.float32
-    assert cosines.min() >= 0.9999, cosines
+    assert query_encoder().runtime == "onnx-fp32"
+    assert (fast * plain).sum(axis=1).min() >= 0.9999
+    assert (fast * load_encoder("torch-fp32").encode(TEXTS)).sum(axis=1).min() >= 0.9999
 
 
 def test_query_path_imports_neither_torch_nor_prefect(search_db):
