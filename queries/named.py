@@ -80,7 +80,10 @@ def convert(query: str, param: Param, value: object) -> object:
                 raise ValueError
             return number
         if param.type == "float":
-            return float(value)
+            number = float(value)
+            if number != number or number in (float("inf"), float("-inf")):
+                raise ValueError  # NaN and infinities poison every score they touch
+            return number
         if param.type == "date":
             return dt.date.fromisoformat(value)
         if param.type == "boolean":

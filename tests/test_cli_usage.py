@@ -172,3 +172,10 @@ def test_delete_removes_documents_from_every_index_at_once(ingest, db, tmp_path)
     assert con.execute("SELECT count(*) FROM chunks WHERE doc_id = ?", [doomed]).fetchone()[0] == 0
     con.close()
     assert keep in ids("semantic") or keep
+
+
+def test_float_parameters_refuse_nan_and_infinity(search_db):
+    for value in ("nan", "inf", "-inf"):
+        result = run("query", "hybrid_search", "--param", "query=flood", "--param", f"semantic_weight={value}", db=search_db)
+        assert result.returncode == 1
+        assert result.stderr == f"Error: hybrid_search: parameter semantic_weight must be a float, got '{value}'\n"
