@@ -154,3 +154,14 @@ def warehouse_problems(con) -> list[str]:
         if count:
             problems.append(f"{name}: {count}")
     return problems
+
+
+def rows(db, sql: str, params=()) -> list[tuple]:
+    """The rows of one query on a warehouse, opened read-only for it alone."""
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql, list(params)).fetchall()
+    finally:
+        con.close()

@@ -9,20 +9,13 @@ import shutil
 
 import duckdb
 import pytest
-from conftest import warehouse_problems, write
+from conftest import rows, warehouse_problems, write
 
 from newsindex.articles import path_doc_id
 
 A, B, C = "The harbour reopened after the storm.", "Night trains return to the north.", "The library roof is fixed."
 N = "Bakers protest the new flour tax."
 
-
-def rows(db, sql, params=()):
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql, list(params)).fetchall()
-    finally:
-        con.close()
 
 
 def feed(path, *texts) -> None:

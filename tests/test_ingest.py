@@ -8,17 +8,10 @@ import shutil
 import duckdb
 import numpy as np
 import pytest
-from conftest import SEED_FILE, SEEDS, write
+from conftest import SEED_FILE, SEEDS, rows, write
 
 from newsindex.articles import path_doc_id
 
-
-def rows(db, sql, params=()):
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql, list(params)).fetchall()
-    finally:
-        con.close()
 
 
 def test_seeds_end_to_end(ingest, db):
