@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 
-import duckdb
 import numpy as np
 import pytest
 from conftest import SEED_FILE, SEEDS, rows, write
