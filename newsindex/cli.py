@@ -525,22 +525,23 @@ def _print_hits(result) -> None:
         return
     fused = SEARCH_MODES[result.mode].side is None
     for hit in result.hits:
-        ranks = ""
+        head = Text.assemble((f"{hit.rank:>2}. ", "bold"), (_printable(hit.title), "bold cyan"), f"  {hit.published or 'no date'}",
+                             (f"  score {hit.score:.4f}", "dim"))  # fmt: skip
+        console.print(head)
+        where = f"{_short_path(hit.source_path)}  ·  {hit.chunk_id}"
         if fused:
             side = lambda r, s: f"#{r} ({s:.3f})" if r else "–"  # noqa: E731
-            ranks = f"  semantic {side(hit.semantic_rank, hit.semantic_score)} · keyword {side(hit.keyword_rank, hit.keyword_score)}"
-        head = Text.assemble((f"{hit.rank:>2}. ", "bold"), (_printable(hit.title), "bold cyan"), f"  {hit.published or 'no date'}",
-                             (f"  score {hit.score:.4f}{ranks}", "dim"))  # fmt: skip
-        console.print(head)
+            ranks = f"semantic {side(hit.semantic_rank, hit.semantic_score)} · keyword {side(hit.keyword_rank, hit.keyword_score)}"
+            console.print(Padding(Text(ranks, style="dim"), (0, 0, 0, 4)))
         # Padding, not leading spaces: lines that wrap keep the indent.
-        console.print(Padding(Text(_printable(f"{_short_path(hit.source_path)}  ·  {hit.chunk_id}"), style="dim"), (0, 0, 0, 4)))
+        console.print(Padding(Text(_printable(where), style="dim"), (0, 0, 0, 4)))
         shown = _printable(hit.snippet)
         line = Text(shown)
         if shown == hit.snippet:  # offsets hold only while no character was escaped
             for start, end in hit.snippet_highlights:
                 line.stylize("bold yellow", start, end)
         console.print(Padding(line, (0, 0, 0, 4)))
-    console.print(Text(f"{len(result.hits)} results · {result.mode} · {result.seconds * 1000:.0f} ms", style="dim"))
+    console.print(Text(f"{len(result.hits)} result{'s' if len(result.hits) != 1 else ''} · {result.mode} · {result.seconds * 1000:.0f} ms", style="dim"))
 
 
 def _short_path(path: str) -> str:
