@@ -210,12 +210,13 @@ def test_queries_hold_the_file_only_while_they_run(search_db, tmp_path, subproce
 
     # A table is printed after the file is closed: a reader stuck writing to a full pipe (a paused
     # pager, a slow terminal) does not keep ingestion out.
-    reader = subprocess.Popen([NEWSINDEX, "sql", "SELECT repeat('x', 2000) AS t FROM range(150)", "--db", db],
+    # Cells are cut to one line in a table, so it takes rows, not wide values, to fill the pipe.
+    reader = subprocess.Popen([NEWSINDEX, "sql", "SELECT repeat('x', 2000) AS t FROM range(3000)", "--max-rows", "3000", "--db", db],
                               env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     try:
         ready, _, _ = select.select([reader.stdout], [], [], 60)
         assert ready, "the table was never printed"
-        # Give the table time to fill the pipe (64 KiB of a ~300 KiB table): poll the process state.
+        # Give the table time to fill the pipe (64 KiB of a ~170 KiB table): poll the process state.
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and _state(reader.pid) not in {"S", "D"}:
             time.sleep(0.05)
@@ -225,7 +226,7 @@ def test_queries_hold_the_file_only_while_they_run(search_db, tmp_path, subproce
         out = reader.stdout.read()
         reader.wait(timeout=30)
     assert reader.returncode == 0
-    assert b"150 rows" in out
+    assert b"3000 rows" in out
 
 
 def _state(pid: int) -> str:

@@ -71,10 +71,11 @@ def test_search_returns_hits_with_both_ranks_and_highlights(served):
     for hit in body["results"]:
         assert fields <= hit.keys()
         assert hit["semantic_rank"] or hit["keyword_rank"]
-        assert hit["highlights"], hit["text"]
+        # The passage shown is the article's best fused one: it may be found by meaning alone and
+        # hold none of the query's words, so not every hit has highlights.
         for start, end in hit["highlights"]:
             assert hit["text"][start:end].lower()[:4] in {"floo", "resc", "boat"}
-    assert "flood" in body["results"][0]["title"].lower()
+    assert "flood" in body["results"][0]["title"].lower() and body["results"][0]["highlights"]
     assert body["snapshot"]["current"] is True and body["snapshot"]["documents"] == 15
 
 

@@ -307,21 +307,25 @@ def test_time_limit_in_process_and_by_environment(gate_db, monkeypatch):
 
 def test_memory_limit_ends_a_hungry_query_with_one_line(gate_db, subprocess_env):
     before = snapshot(gate_db.parent)
-    proc = subprocess.Popen([NEWSINDEX, "sql", HUNGRY, "--memory-limit", "100MB", "--db", gate_db], env=subprocess_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        out, err = proc.stdout.read(), proc.stderr.read()
-        # wait4, not wait: the peak RSS of this child alone.
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            proc.wait()
+    # A child forked from this (large) test process inherits its peak RSS across exec, so a small
+    # wrapper starts the command and reports the peak of that grandchild alone (wait4).
+    peak_file = gate_db.parent / "peak-kb"
+    wrapper = (
+        "import os, subprocess, sys\n"
+        "p = subprocess.Popen(sys.argv[2:])\n"
+        "_, status, usage = os.wait4(p.pid, 0)\n"
+        "open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
+        "sys.exit(os.waitstatus_to_exitcode(status))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", wrapper, str(peak_file), NEWSINDEX, "sql", HUNGRY, "--memory-limit", "100MB",
+                           "--db", gate_db], env=subprocess_env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    out, err = proc.stdout, proc.stderr
     assert proc.returncode == 1 and out == ""
     assert one_error_line(err).startswith("Error: query needs more than the 100 MB memory limit"), err
     # Unlimited, this list reaches 19 GB; the model, Python and DuckDB need about 250 MB besides.
-    assert usage.ru_maxrss / 1024 < 900, f"peak RSS {usage.ru_maxrss / 1024:.0f} MB"
+    peak_mb = int(peak_file.read_text()) / 1024
+    peak_file.unlink()
+    assert peak_mb < 900, f"peak RSS {peak_mb:.0f} MB"
     _released(gate_db)
     assert snapshot(gate_db.parent) == before
 
@@ -405,23 +409,25 @@ def test_control_characters_are_escaped_in_tables_and_kept_in_json(gate_db):
 
 
 def test_control_characters_in_stored_ids_and_urls_never_reach_the_terminal(ingest, db, tmp_path):
-    feed = tmp_path / "feed\x1b[31m.jsonl"
-    record = {"id": "evil\x1b[31m\x9b2J", "url": "https://example.org/\x1b]0;pwned\x07", "title": "Harbour strike",
+    # Ingest refuses control characters in ids and strips them from urls (tests/test_bad_input.py);
+    # a file name is stored as it is, so it is what carries ESC into the warehouse here.
+    feed = tmp_path / "feed\x1b[31m\x9b2J.jsonl"
+    record = {"id": "evil", "url": "https://example.org/\x1b]0;pwned\x07", "title": "Harbour strike",
               "date": "2024-03-01", "text": "Dock workers at the harbour went on strike over pay on Friday."}  # fmt: skip
     feed.write_text(json.dumps(record) + "\n", encoding="utf-8")
     summary = ingest(feed)
     assert summary["added"] == 1, summary
     outputs = [
-        run("sql", "SELECT doc_id, url, source_path FROM articles", "--db", db).output,
+        # The file name, not the whole path: a table cuts long cells, and the name is where ESC is.
+        run("sql", "SELECT doc_id, url, regexp_replace(source_path, '^.*/', '') AS file FROM articles", "--db", db).output,
         run("search", "harbour strike", "--db", db).output,
         run("search", "harbour strike", "--mode", "keyword", "--db", db).output,
-        run("query", "latest_articles", "--db", db).output,
     ]
     for output in outputs:
         assert "Harbour strike" in output or "evil" in output, output
         assert not RAW_CONTROL.search(output), repr(output)
         assert "\\x1b" in output
-    url = run("sql", "SELECT url FROM articles", "--db", db).output
-    assert "https://example.org/\\x1b]0;pwned\\x07" in url.replace("\n", "").replace("│", "").replace(" ", "")
-    stored = json.loads(run("sql", "SELECT doc_id, url FROM articles", "--json", "--db", db).output)
-    assert stored == {"doc_id": record["id"], "url": record["url"]}
+    assert not RAW_CONTROL.search(run("query", "latest_articles", "--db", db).output)
+    stored = json.loads(run("sql", "SELECT doc_id, url, source_path FROM articles", "--json", "--db", db).output)
+    # JSON keeps the value whole (escaped by JSON itself), for scripts.
+    assert stored == {"doc_id": "evil", "url": "https://example.org/]0;pwned", "source_path": str(feed.resolve())}
