@@ -1,7 +1,7 @@
 """Scale-out benchmark (issue 15): the same generated corpus through the in-process flow and through
 a local Dask cluster of 1 and 2 worker processes (one thread each), in one run.
 
-    .venv/bin/python bench/distributed.py [--articles 200]
+    .venv/bin/python bench/scaleout.py [--articles 200]
 
 Prints the CPU, tokens/s of each way, the ratios to in-process, and the cost per part (encode time
 per part on the workers, shard load time per part in the writer). Expected throughput at 4, 16
