@@ -39,13 +39,14 @@ def main() -> None:
     parser.add_argument("--articles", type=int, default=200)
     parser.add_argument("--part-chars", type=int, default=400_000)
     args = parser.parse_args()
-    from newsindex.flows.ingest import ingest
-
     print(f"CPU: {cpu()}")
     folder = Path(tempfile.gettempdir()) / f"newsindex-bench-dask-{args.articles}"
     write_text_corpus(folder, args.articles)
     rows = []
     with prefect_server():
+        # Imported once the server runs: Prefect reads PREFECT_API_URL when it is first imported.
+        from newsindex.flows.ingest import ingest
+
         for label, workers in (("in-process", 0), ("1 worker", 1), ("2 workers", 2)):
             db = Path(tempfile.mkdtemp(prefix="newsindex-dask-")) / "bench.duckdb"
             started = time.perf_counter()
