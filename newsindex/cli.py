@@ -528,13 +528,13 @@ def _print_hits(result) -> None:
         head = Text.assemble((f"{hit.rank:>2}. ", "bold"), (_printable(hit.title), "bold cyan"), f"  {hit.published or 'no date'}",
                              (f"  score {hit.score:.4f}", "dim"))  # fmt: skip
         console.print(head)
-        where = f"{_short_path(hit.source_path)}  ·  {hit.chunk_id}"
+        where = _where(hit.source_path, hit.chunk_id, console.width - 4)
         if fused:
             side = lambda r, s: f"#{r} ({s:.3f})" if r else "–"  # noqa: E731
             ranks = f"semantic {side(hit.semantic_rank, hit.semantic_score)} · keyword {side(hit.keyword_rank, hit.keyword_score)}"
             console.print(Padding(Text(ranks, style="dim"), (0, 0, 0, 4)))
         # Padding, not leading spaces: lines that wrap keep the indent.
-        console.print(Padding(Text(_printable(where), style="dim"), (0, 0, 0, 4)))
+        console.print(Padding(Text(where, style="dim", no_wrap=True), (0, 0, 0, 4)))
         shown = _printable(hit.snippet)
         line = Text(shown)
         if shown == hit.snippet:  # offsets hold only while no character was escaped
@@ -542,6 +542,17 @@ def _print_hits(result) -> None:
                 line.stylize("bold yellow", start, end)
         console.print(Padding(line, (0, 0, 0, 4)))
     console.print(Text(f"{len(result.hits)} result{'s' if len(result.hits) != 1 else ''} · {result.mode} · {result.seconds * 1000:.0f} ms", style="dim"))
+
+
+def _where(source_path: str, chunk_id: str, width: int) -> str:
+    """Source and chunk on one line of WIDTH: a long path loses its head, not the file name,
+    and is never folded (a fold could split an escape such as \\x1b across lines)."""
+    tail = f"  ·  {_printable(chunk_id)}"
+    path = _printable(_short_path(source_path))
+    room = width - len(tail)
+    if len(path) > room:
+        path = "…" + path[len(path) - room + 1 :] if room > 1 else ""
+    return path + tail
 
 
 def _short_path(path: str) -> str:

@@ -411,7 +411,11 @@ def test_control_characters_are_escaped_in_tables_and_kept_in_json(gate_db):
 def test_control_characters_in_stored_ids_and_urls_never_reach_the_terminal(ingest, db, tmp_path):
     # Ingest refuses control characters in ids and strips them from urls (tests/test_bad_input.py);
     # a file name is stored as it is, so it is what carries ESC into the warehouse here.
-    feed = tmp_path / "feed\x1b[31m\x9b2J.jsonl"
+    # A folder deep enough that the path never fits one 80-column line, whatever the temp root:
+    # the search's source line must keep the file name, whole, rather than fold it.
+    folder = tmp_path / ("deep" * 20)
+    folder.mkdir()
+    feed = folder / "feed\x1b[31m\x9b2J.jsonl"
     record = {"id": "evil", "url": "https://example.org/\x1b]0;pwned\x07", "title": "Harbour strike",
               "date": "2024-03-01", "text": "Dock workers at the harbour went on strike over pay on Friday."}  # fmt: skip
     feed.write_text(json.dumps(record) + "\n", encoding="utf-8")
@@ -431,3 +435,14 @@ def test_control_characters_in_stored_ids_and_urls_never_reach_the_terminal(inge
     stored = json.loads(run("sql", "SELECT doc_id, url, source_path FROM articles", "--json", "--db", db).output)
     # JSON keeps the value whole (escaped by JSON itself), for scripts.
     assert stored == {"doc_id": "evil", "url": "https://example.org/]0;pwned", "source_path": str(feed.resolve())}
+
+
+def test_the_source_line_of_a_hit_keeps_the_file_name_and_never_splits_an_escape():
+    from newsindex.cli import _where
+
+    path = "/tmp/" + "deep" * 30 + "/feed\x1b[31m.jsonl"
+    for width in range(30, 200):
+        line = _where(path, "evil#0", width)
+        assert len(line) <= width and "\n" not in line, (width, line)
+        assert line.endswith("feed\\x1b[31m.jsonl  ·  evil#0"), (width, line)
+    assert _where("seeds/a.txt", "a#1", 80) == "seeds/a.txt  ·  a#1"
