@@ -10,6 +10,7 @@ weights (newsindex/onnx_export.py). Every exact runtime gives the same vectors t
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import platform
@@ -165,7 +166,9 @@ class BatchedEncoder:
 
 
 PRECISIONS = ("exact", "int8")
-EXACT_RUNTIMES = ("torch-fp32", "torch-bf16", "onnx-fp32")
+EXACT_RUNTIMES = ("torch-fp32", "torch-bf16", "onnx-fp32", "openvino-fp32", "openvino-bf16")
+# Runtimes that run bf16: offered only where the CPU does that natively.
+_BF16_RUNTIMES = ("torch-bf16", "openvino-bf16")
 INT8_RUNTIME = "onnx-int8"
 # CPU flags that mean bf16 matrix multiplies run natively; without them torch emulates bf16, slower than fp32.
 _BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
@@ -221,23 +224,22 @@ def _threads() -> int:
 
 
 def candidate_runtimes() -> list[str]:
-    """Exact runtimes worth trying here: bf16 only where the CPU runs it natively."""
-    candidates = ["torch-fp32"]
-    if cpu_has_native_bf16():
-        candidates.append("torch-bf16")
-    try:
-        import onnxruntime  # noqa: F401
-
-        candidates.append("onnx-fp32")
-    except ImportError:
-        pass
+    """Exact runtimes worth trying here: those installed, bf16 ones only where the CPU runs bf16 natively."""
+    native_bf16 = cpu_has_native_bf16()
+    candidates = []
+    for runtime in EXACT_RUNTIMES:
+        module = {"torch": "torch", "onnx": "onnxruntime", "openvino": "openvino"}[runtime.split("-")[0]]
+        if runtime in _BF16_RUNTIMES and not native_bf16:
+            continue
+        if importlib.util.find_spec(module) is not None:
+            candidates.append(runtime)
     return candidates
 
 
 def choose_runtime(precision: str = "exact") -> str:
-    """int8 when asked; else NEWSINDEX_RUNTIME if set; else torch bf16 where the CPU runs bf16
-    natively (well ahead of any fp32 runtime there, bench/RESULTS.md); else the faster fp32 runtime
-    from a short calibration made once per CPU model, thread count and library versions."""
+    """int8 when asked; else NEWSINDEX_RUNTIME if set; else the fastest exact runtime installed
+    (bf16 ones only where the CPU runs bf16 natively), from a short calibration made once per CPU
+    model, thread count and library versions."""
     if precision not in PRECISIONS:
         raise ModelError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     if precision == "int8":
@@ -250,9 +252,6 @@ def choose_runtime(precision: str = "exact") -> str:
             )
         return forced
     candidates = candidate_runtimes()
-    if "torch-bf16" in candidates:
-        # Decided by the flags: a short calibration on a busy machine can rank them wrongly.
-        return "torch-bf16"
     if len(candidates) == 1:
         return candidates[0]
     return calibrated_runtime(model_info(), candidates)
@@ -260,7 +259,7 @@ def choose_runtime(precision: str = "exact") -> str:
 
 def _calibration_key(info: ModelInfo, candidates: list[str]) -> str:
     versions = []
-    for module in ("torch", "onnxruntime"):
+    for module in ("torch", "onnxruntime", "openvino"):
         try:
             versions.append(f"{module}={__import__(module).__version__}")
         except ImportError:
@@ -320,6 +319,11 @@ def _load(runtime: str, model_dir: str, name: str) -> Encoder:
         precision = "int8" if runtime == INT8_RUNTIME else "fp32"
         vectors = int8_info(info) if precision == "int8" else info
         return OnnxEncoder(vectors, ensure_export(info, precision), runtime)
+    if runtime in ("openvino-fp32", "openvino-bf16"):
+        from newsindex.onnx_export import ensure_export
+        from newsindex.openvino_encoder import OpenVinoEncoder
+
+        return OpenVinoEncoder(info, ensure_export(info, "fp32"), runtime)
     raise ModelError(f"runtime {runtime!r}: expected one of {', '.join((*EXACT_RUNTIMES, INT8_RUNTIME))}")
 
 

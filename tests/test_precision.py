@@ -53,9 +53,10 @@ def test_calibration_picks_a_candidate_once_per_cpu(monkeypatch, tmp_path, model
 
     monkeypatch.delenv("NEWSINDEX_RUNTIME", raising=False)
     candidates = candidate_runtimes()
-    assert "onnx-fp32" in candidates and ("torch-bf16" in candidates) == cpu_has_native_bf16()
-    # Native bf16 wins by the flags alone; elsewhere the fp32 runtimes are measured.
-    assert (choose_runtime() == "torch-bf16") == cpu_has_native_bf16()
+    assert {"torch-fp32", "onnx-fp32", "openvino-fp32"} <= set(candidates)
+    # bf16 runtimes are offered only where the CPU runs bf16 natively.
+    assert ({"torch-bf16", "openvino-bf16"} <= set(candidates)) == cpu_has_native_bf16()
+    assert (set(candidates) & {"torch-bf16", "openvino-bf16"} == set()) == (not cpu_has_native_bf16())
     # The export is made once per user; the calibration cache starts empty.
     cache = tmp_path / "cache" / "newsindex"
     from newsindex.onnx_export import ensure_export, export_dir
@@ -63,6 +64,12 @@ def test_calibration_picks_a_candidate_once_per_cpu(monkeypatch, tmp_path, model
     ensure_export(model_info())
     shutil.copytree(export_dir(model_info()), cache / "onnx" / model_info().fingerprint)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    # Every candidate is measured, the fastest is chosen and kept.
+    chosen = choose_runtime()
+    [(_, every)] = json.loads((cache / "runtimes.json").read_text()).items()
+    assert set(every["tokens_per_s"]) == set(candidates) and chosen == every["runtime"]
+    assert every["tokens_per_s"][chosen] == max(every["tokens_per_s"].values())
+    (cache / "runtimes.json").unlink()
     fp32 = ["torch-fp32", "onnx-fp32"]
     chosen = calibrated_runtime(model_info(), fp32)
     assert chosen in fp32
@@ -122,8 +129,12 @@ def _neighbour_overlap(a: np.ndarray, b: np.ndarray, k: int = 10) -> float:
     return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(near_a, near_b)]))
 
 
-@pytest.mark.parametrize("runtime, min_cosine, min_overlap", [("onnx-fp32", 0.9999, 0.99), ("torch-bf16", 0.999, 0.95)])
+@pytest.mark.parametrize("runtime, min_cosine, min_overlap", [
+    ("onnx-fp32", 0.9999, 0.99), ("openvino-fp32", 0.9999, 0.99), ("torch-bf16", 0.999, 0.95), ("openvino-bf16", 0.999, 0.95),
+])  # fmt: skip
 def test_exact_runtimes_mix_with_fp32_on_real_text(real_chunks, fp32_vectors, runtime, min_cosine, min_overlap):
+    if runtime.endswith("bf16") and not cpu_has_native_bf16():
+        pytest.skip("bf16 runtimes are offered only where the CPU runs bf16 natively")
     encoder = load_encoder(runtime)
     # Fed the chunker's own token ids, as ingest does.
     vectors = encoder.encode_ids([c.token_ids for c in real_chunks])
