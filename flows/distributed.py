@@ -32,7 +32,7 @@ from prefect.futures import as_completed
 from newsindex import config, faults
 from newsindex.config import ChunkSettings
 from newsindex.errors import NewsindexError
-from newsindex.warehouse import store
+from newsindex.warehouse import connection, documents
 
 
 class ClusterError(NewsindexError):
@@ -186,7 +186,7 @@ def encode_to_shard(
     return manifest
 
 
-def _batch_table(rows: list[store.DocumentRow], vectors):
+def _batch_table(rows: list[documents.DocumentRow], vectors):
     import numpy as np
     import pyarrow as pa
 
@@ -219,7 +219,7 @@ def _batch_table(rows: list[store.DocumentRow], vectors):
     })  # fmt: skip
 
 
-def read_shard(path: str | Path) -> tuple[list[store.DocumentRow], "object"]:
+def read_shard(path: str | Path) -> tuple[list[documents.DocumentRow], "object"]:
     """A shard's documents and their chunk vectors (one row per chunk, documents in order)."""
     import numpy as np
     import pyarrow.parquet as pq
@@ -227,7 +227,7 @@ def read_shard(path: str | Path) -> tuple[list[store.DocumentRow], "object"]:
     data = pq.read_table(path).to_pydict()
     rows, blocks = [], []
     for i, doc_id in enumerate(data["doc_id"]):
-        rows.append(store.DocumentRow(
+        rows.append(documents.DocumentRow(
             doc_id=doc_id, source_path=data["source_path"][i], format=data["format"][i], line=data["line"][i],
             title=data["title"][i], lead=data["lead"][i], published=data["published"][i], url=data["url"][i],
             text=data["text"][i], content_hash=data["content_hash"][i], chunk_key=data["chunk_key"][i],
@@ -248,8 +248,8 @@ def load_shard(shard_path: str, db: str, fingerprint: str) -> dict:
     if not path.exists():  # an empty part wrote no shard
         return {"added": 0, "updated": 0, "unchanged": 0, "write_seconds": 0.0}
     rows, vectors = read_shard(path)
-    with store.opened(db) as con:
-        result = store.write_documents(con, rows, vectors, fingerprint)
+    with connection.opened(db) as con:
+        result = documents.write_documents(con, rows, vectors, fingerprint)
     faults.point("shard_loaded")
     path.unlink()
     return {**asdict(result), "write_seconds": time.perf_counter() - started}

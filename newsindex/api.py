@@ -255,7 +255,7 @@ class Index:
 
     def _load(self, wait: float, generation: int) -> _Snapshot | None:
         from newsindex.queries import readonly, session as sessions, warm
-        from newsindex.warehouse import store
+        from newsindex.warehouse import connection
 
         started = time.perf_counter()
         copied = self._copy_file(wait)
@@ -270,8 +270,8 @@ class Index:
         stack = contextlib.ExitStack()
         try:
             con = stack.enter_context(sessions.session(copy, **options))
-        except store.WarehouseError as err:
-            raise store.WarehouseError(str(err).replace(str(copy), str(self.path))) from None
+        except connection.WarehouseError as err:
+            raise connection.WarehouseError(str(err).replace(str(copy), str(self.path))) from None
         finally:
             # Unlinked at once: the open connection keeps the data, and the space is freed when the
             # snapshot is dropped, even if this process is killed.
@@ -295,7 +295,7 @@ class Index:
         import shutil
         import tempfile
 
-        from newsindex.warehouse import store
+        from newsindex.warehouse import connection
 
         holder = duckdb.connect(":memory:")
         try:
@@ -307,7 +307,7 @@ class Index:
                     break
                 except duckdb.IOException as err:
                     if _LOCKED not in str(err):
-                        raise store.WarehouseError(f"{self.path}: {_first_line(err)}") from None
+                        raise connection.WarehouseError(f"{self.path}: {_first_line(err)}") from None
                     if time.monotonic() >= deadline:
                         return None
                     time.sleep(0.1)
@@ -510,10 +510,10 @@ class Index:
 
     def stats(self) -> dict:
         """Documents, chunks, tokens, models and the last runs, as `newsindex stats --json`."""
-        from newsindex.warehouse import store
+        from newsindex.warehouse import runs
 
         _, con = self._cursor()
-        return store.stats(con)
+        return runs.stats(con)
 
     def runs(self, limit: int = 20) -> list[dict]:
         """The last ingest runs (the named query ingest_history)."""

@@ -25,7 +25,7 @@ from newsindex import config
 from newsindex.queries import named
 from newsindex.queries.modes import MODES as REGISTRY
 from newsindex.queries.session import ModelMismatch, current_model_check, session
-from newsindex.warehouse import keyword as keyword_index, store
+from newsindex.warehouse import keyword as keyword_index
 
 MODES = tuple(REGISTRY)
 
@@ -134,7 +134,7 @@ def search(
             problem = _model_problem(con, db)
             if problem:
                 raise ModelMismatch(problem)
-        if spec.keyword and not store.search_index_is_current(con):
+        if spec.keyword and not keyword_index.search_index_is_current(con):
             result.warnings.append("the keyword index is older than the stored chunks; run `newsindex ingest` to rebuild it")
         if mode != "semantic" and _has_stem(con):
             params["stems"] = keyword_index.query_stems(con, query)
