@@ -305,7 +305,8 @@ def refresh_search_index(db: str) -> bool:
         rebuilt = keyword.refresh_search_index(con)
         compact = keyword.needs_compaction(con)
     if compact:
-        keyword.compact(lambda: connection.connect(db))
+        with connection.driver_errors(db):  # its own connections, outside `opened`
+            keyword.compact(lambda: connection.connect(db))
     return rebuilt
 
 

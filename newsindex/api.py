@@ -540,6 +540,7 @@ class Index:
         configuration locked. Stops after `seconds`; keeps the first `max_rows` rows and says whether
         there were more."""
         from newsindex.queries import named, readonly
+        from newsindex.warehouse.connection import QuerySyntaxError
 
         if not isinstance(statement, str) or not statement.strip():
             raise BadRequest("no SQL statement given")
@@ -553,9 +554,9 @@ class Index:
         try:
             try:
                 statements = readonly.check_statements(con, statement)
+            except QuerySyntaxError as err:
+                raise BadRequest(str(err)) from None
             except named.QueryError as err:
-                if "Parser Error" in str(err) or "no SQL statement" in str(err):
-                    raise BadRequest(str(err)) from None
                 raise SqlRefused(str(err)) from None
             if len(statements) != 1:
                 raise BadRequest(f"one statement at a time; got {len(statements)}")

@@ -35,24 +35,15 @@ def domain_errors(func: Callable) -> Callable:
 
     @wraps(func)
     def wrapper(*args, **kwargs):
-        import duckdb
-
         from newsindex.errors import NewsindexError
 
         try:
             return func(*args, **kwargs)
         except NewsindexError as err:
-            raise CLIError(str(err)) from None
-        except (KeyboardInterrupt, duckdb.InterruptException):
+            # DuckDB's errors were turned into these where they arose (warehouse/connection.py).
+            raise CLIError(str(err), err.exit_code) from None
+        except KeyboardInterrupt:
             raise CLIError("interrupted", INTERRUPTED) from None
-        except RuntimeError as err:
-            # DuckDB reports a query cancelled by Ctrl-C as a plain RuntimeError.
-            if "interrupted" not in str(err).lower():
-                raise
-            raise CLIError("interrupted", INTERRUPTED) from None
-        except duckdb.Error as err:
-            # DuckDB messages can run to several lines of context; the first says what went wrong.
-            raise CLIError(str(err).strip().splitlines()[0]) from None
 
     return wrapper
 

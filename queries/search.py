@@ -26,6 +26,7 @@ from newsindex.queries import named
 from newsindex.queries.modes import MODES as REGISTRY
 from newsindex.queries.session import ModelMismatch, current_model_check, session
 from newsindex.warehouse import keyword as keyword_index
+from newsindex.warehouse.connection import driver_errors
 
 MODES = tuple(REGISTRY)
 
@@ -83,7 +84,9 @@ class SearchResult:
 def _connection(db, keyword: bool) -> Iterator[duckdb.DuckDBPyConnection]:
     """A session of the caller's (warm: many queries, one open file) or one for this query only."""
     if isinstance(db, duckdb.DuckDBPyConnection):
-        yield db
+        # A session's own connection: DuckDB's errors become ours here, as `session` does for a path.
+        with driver_errors():
+            yield db
     else:
         with session(db, keyword=keyword) as con:
             yield con

@@ -42,6 +42,81 @@ class WarehouseLocked(WarehouseError):
     """Another process holds the DuckDB file."""
 
 
+class QueryInterrupted(WarehouseError):
+    """A statement was interrupted (Ctrl-C, or a time limit's timer) before it finished."""
+
+    exit_code = 130  # 128 + SIGINT, as shells report a Ctrl-C
+
+
+class QueryError(WarehouseError):
+    """A query that cannot run as written: bad SQL, an unknown table or column, a value that does
+    not fit, a named query that does not exist or parameters that do not fit it."""
+
+
+class QuerySyntaxError(QueryError):
+    """SQL that DuckDB's parser rejects."""
+
+
+class QueryRefused(QueryError):
+    """A statement the session's sandbox does not allow (another file, the network)."""
+
+
+class ConstraintViolated(WarehouseError):
+    """A write that breaks a key or NOT NULL constraint of the schema."""
+
+
+class OutOfMemory(WarehouseError):
+    """A statement that needs more memory than DuckDB may use."""
+
+
+# DuckDB's classes, most specific first; the first that matches decides. DataError and
+# ProgrammingError cover what else a query can get wrong (conversions, bad input, binding).
+_DRIVER_ERRORS: tuple[tuple[type[BaseException], type[WarehouseError]], ...] = (
+    (duckdb.InterruptException, QueryInterrupted),
+    (duckdb.ParserException, QuerySyntaxError),
+    (duckdb.PermissionException, QueryRefused),
+    (duckdb.CatalogException, QueryError),
+    (duckdb.BinderException, QueryError),
+    (duckdb.ProgrammingError, QueryError),
+    (duckdb.DataError, QueryError),
+    (duckdb.ConstraintException, ConstraintViolated),
+    (duckdb.OutOfMemoryException, OutOfMemory),
+)
+
+
+def database_error(err: BaseException, db: str | Path | None = None) -> BaseException:
+    """The domain error for an exception DuckDB raised (the one place that reads DuckDB's classes
+    and text); anything that is not DuckDB's is returned as it is. A problem with the query says
+    DuckDB's first line as it is; a problem with the file is prefixed with `db` when given."""
+    if isinstance(err, RuntimeError) and "interrupt" in str(err).lower():
+        # DuckDB reports some interrupted queries as a plain RuntimeError.
+        return QueryInterrupted("interrupted")
+    if not isinstance(err, duckdb.Error):
+        return err
+    # DuckDB messages can run to several lines of context; the first says what went wrong.
+    first = _first_line(err)
+    if isinstance(err, duckdb.IOException) and _LOCK_MESSAGE in first:
+        return WarehouseLocked(f"{db}: held{_holder(str(err))}" if db else f"held{_holder(str(err))}")
+    kind = next((domain for driver, domain in _DRIVER_ERRORS if isinstance(err, driver)), WarehouseError)
+    if kind is QueryInterrupted:
+        return QueryInterrupted("interrupted")
+    if issubclass(kind, QueryError) or db is None:
+        return kind(first)
+    return kind(f"{db}: {first}")
+
+
+@contextmanager
+def driver_errors(db: str | Path | None = None) -> Iterator[None]:
+    """DuckDB's exceptions raised inside become domain errors (see database_error)."""
+    try:
+        yield
+    except (duckdb.Error, RuntimeError) as err:
+        mapped = database_error(err, db)
+        if mapped is err:
+            raise
+        raise mapped from None
+
+
 
 def lock_wait() -> float:
     """Seconds a writer waits for another process to let go of the file ($NEWSINDEX_LOCK_WAIT)."""
@@ -76,9 +151,9 @@ def connect(db: str | Path, *, read_only: bool = False, wait: float | None = Non
                 # ALP-compressed floats scan ~3x slower; vectors are written once and scanned by every query.
                 con.execute("SET disabled_compression_methods = 'alp,alprd'")
             return con
-        except duckdb.IOException as err:
-            if _LOCK_MESSAGE not in str(err):
-                raise WarehouseError(f"{db}: {err}") from None
+        except duckdb.Error as err:
+            if not isinstance(database_error(err), WarehouseLocked):
+                raise database_error(err, db) from None
             who = _holder(str(err))
             if time.monotonic() >= deadline:
                 raise WarehouseLocked(f"{db}: held{who} for more than {wait:g}s; close that session and retry") from None
@@ -109,14 +184,15 @@ def opened(db: str | Path, *, read_only: bool = False, wait: float | None = None
 
     con = connect(db, read_only=read_only, wait=wait)
     try:
-        schema.refuse_newer_schema(con, db)
-        if read_only:
-            pending = schema.pending_migrations(con)
-            if pending:
-                raise WarehouseError(f"{db}: schema is out of date; run `newsindex ingest` to migrate it")
-        else:
-            schema.migrate(con)
-        yield con
+        with driver_errors(db):
+            schema.refuse_newer_schema(con, db)
+            if read_only:
+                pending = schema.pending_migrations(con)
+                if pending:
+                    raise WarehouseError(f"{db}: schema is out of date; run `newsindex ingest` to migrate it")
+            else:
+                schema.migrate(con)
+            yield con
     finally:
         con.close()
 
