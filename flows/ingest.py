@@ -8,6 +8,7 @@ three-stage pipeline of flows/pipeline.py over a part of a few million character
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import time
@@ -456,8 +457,7 @@ def _ingest(
             on_dask = distributed.embed_on_cluster.with_options(task_runner=distributed.task_runner(cluster.workers, cluster.address))
             result = on_dask(groups, db_file, asdict(settings), weights.fingerprint, info.fingerprint, runtime,
                              batch_chars, ENCODE_BATCH_SIZE)
-            for key in ("added", "updated", "unchanged", "chunks_embedded", "tokens_embedded",
-                        "parse_seconds", "embed_seconds", "write_seconds"):
+            for key in runs.PART_COUNTERS:
                 counts[key] += result[key]
             failures.extend(Failure(*f) for f in result["failures"])
             cluster_info = {"cluster": str(cluster), "parts": result["parts"], "reused_shards": result["reused_shards"],
@@ -467,8 +467,7 @@ def _ingest(
         for group in groups:
             result = embed_and_write(group, db_file, asdict(settings), weights.path, weights.name, runtime,
                                      batch_chars, done_chars, total_chars, int(counts["chunks_embedded"]))
-            for key in ("added", "updated", "unchanged", "chunks_embedded", "tokens_embedded",
-                        "parse_seconds", "embed_seconds", "write_seconds"):
+            for key in runs.PART_COUNTERS:
                 counts[key] += result[key]
             failures.extend(Failure(**f) for f in result["failures"])
             done_chars += sum(chars_of[path] for path, _ in group)
@@ -495,6 +494,7 @@ def _ingest(
         counts["failed"] = len(failures)
         with connection.opened(db_file) as con:
             runs.finish_run(con, run_id, counts, [(f.path, f.line, f.message) for f in failures], status)
+            previous = runs.previous_failures(con, run_id) if failures else (None, set())
     summary = {
         "run_id": run_id,
         "db": db_file,
@@ -512,7 +512,7 @@ def _ingest(
     }
     if cluster_info:
         summary["cluster"] = cluster_info
-    repeated = _unchanged_repeats(db_file, run_id, failures)
+    repeated = _unchanged_repeats(previous, failures)
     for failure in failures:
         if (failure.path, failure.line, failure.message) not in repeated:
             logger.error("%s", failure)
@@ -528,15 +528,12 @@ def _ingest(
     return summary
 
 
-def _unchanged_repeats(db_file: str, run_id: str, failures: list[Failure]) -> set[tuple[str, int | None, str]]:
-    """Failures the previous run reported too, for files not modified since it started."""
-    if not failures:
-        return set()
-    try:
-        with connection.opened(db_file, read_only=False) as con:
-            started, before = runs.previous_failures(con, run_id)
-    except connection.WarehouseError:
-        return set()
+def _unchanged_repeats(
+    previous: tuple[dt.datetime | None, set[tuple[str, int | None, str]]], failures: list[Failure]
+) -> set[tuple[str, int | None, str]]:
+    """Failures the previous run reported too (`previous`: runs.previous_failures), for files not
+    modified since it started."""
+    started, before = previous
     repeated = set()
     for f in failures:
         key = (f.path, f.line, f.message)
@@ -565,8 +562,7 @@ def _flow_run_links() -> dict:
 def _artifact(summary: dict) -> None:
     rows = [
         {"measure": key, "value": summary[key]}
-        for key in ("seen", "added", "updated", "unchanged", "failed", "removed", "chunks_embedded",
-                    "tokens_embedded", "parse_seconds", "embed_seconds", "write_seconds", "total_seconds")
+        for key in (*runs.RUN_COUNTERS, "total_seconds")
     ]
     rows += [{"measure": key, "value": summary[key]} for key in ("model", "precision", "runtime")]
     rows += [{"measure": "failure", "value": f} for f in summary["failures"]]

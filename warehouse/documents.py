@@ -7,7 +7,7 @@ import datetime as dt
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import duckdb
@@ -122,24 +122,65 @@ def settle(con: duckdb.DuckDBPyConnection, remove: Sequence[str], lines: Sequenc
     return int(removed)
 
 
+def _arrow(kind: str, per_chunk: bool = False):
+    """A DocumentRow field whose Arrow type is pyarrow's `kind` (named, so that pyarrow is only
+    imported by writers), one value per chunk when `per_chunk`."""
+    return field(metadata={"arrow": kind, "per_chunk": per_chunk})
+
+
 @dataclass
 class DocumentRow:
-    """One article ready to store: its fields, and its chunks' text, spans and vectors."""
+    """One article ready to store: its fields, and its chunks' text, spans and vectors.
+
+    The one list of a document's fields: the documents table's columns in write_documents and a
+    Dask shard's columns (flows/distributed.py) are made from it (`arrow_columns`). A field without
+    a type is a string; a per-chunk field is a list with one value per chunk."""
 
     doc_id: str
     source_path: str
     format: str
-    line: int | None
+    line: int | None = _arrow("int32")
     title: str
     lead: str
-    published: dt.date | None
+    published: dt.date | None = _arrow("date32")
     url: str | None
     text: str
     content_hash: str
     chunk_key: str
-    chunk_texts: list[str]
-    chunk_spans: list[tuple[int, int]]
-    chunk_tokens: list[int]
+    chunk_texts: list[str] = _arrow("string", per_chunk=True)
+    # A shard holds the spans as two columns, chunk_starts and chunk_ends.
+    chunk_spans: list[tuple[int, int]] = _arrow("int32", per_chunk=True)
+    chunk_tokens: list[int] = _arrow("int32", per_chunk=True)
+
+
+def arrow_columns(docs: Sequence[DocumentRow], *, chunks: bool = True) -> dict:
+    """Every field of `docs` as an Arrow column named after it (with `chunks`, the per-chunk lists
+    too), in DocumentRow's order."""
+    import pyarrow as pa
+
+    columns = {}
+    for f in fields(DocumentRow):
+        kind = getattr(pa, f.metadata.get("arrow", "string"))()
+        values = [getattr(d, f.name) for d in docs]
+        if not f.metadata.get("per_chunk"):
+            columns[f.name] = pa.array(values, kind)
+        elif not chunks:
+            continue
+        elif f.name == "chunk_spans":
+            columns["chunk_starts"] = pa.array([[s for s, _ in spans] for spans in values], pa.list_(kind))
+            columns["chunk_ends"] = pa.array([[e for _, e in spans] for spans in values], pa.list_(kind))
+        else:
+            columns[f.name] = pa.array(values, pa.list_(kind))
+    return columns
+
+
+def rows_from_columns(data: dict[str, list]) -> list[DocumentRow]:
+    """DocumentRows back from `arrow_columns` read as Python lists (`Table.to_pydict()`)."""
+    names = [f.name for f in fields(DocumentRow) if f.name != "chunk_spans"]
+    return [
+        DocumentRow(**{name: data[name][i] for name in names}, chunk_spans=list(zip(data["chunk_starts"][i], data["chunk_ends"][i])))
+        for i in range(len(data["doc_id"]))
+    ]
 
 
 @dataclass
@@ -204,17 +245,7 @@ def write_documents(con: duckdb.DuckDBPyConnection, docs: Sequence[DocumentRow],
             start += len(doc.chunk_texts)
         documents = pa.table(
             {
-                "doc_id": ids,
-                "source_path": [d.source_path for d in keep_docs],
-                "format": [d.format for d in keep_docs],
-                "line": pa.array([d.line for d in keep_docs], pa.int32()),
-                "title": [d.title for d in keep_docs],
-                "lead": [d.lead for d in keep_docs],
-                "published": pa.array([d.published for d in keep_docs], pa.date32()),
-                "url": pa.array([d.url for d in keep_docs], pa.string()),
-                "text": [d.text for d in keep_docs],
-                "content_hash": [d.content_hash for d in keep_docs],
-                "chunk_key": [d.chunk_key for d in keep_docs],
+                **arrow_columns(keep_docs, chunks=False),
                 "ingested_at": pa.array([current[d.doc_id][2] if d.doc_id in current else now for d in keep_docs], pa.timestamp("us")),
                 "updated_at": pa.array([now] * len(keep_docs), pa.timestamp("us")),
                 "doc_embedding": _vector_column(doc_vectors),

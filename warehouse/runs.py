@@ -53,10 +53,16 @@ def mark_crashed_runs(con: duckdb.DuckDBPyConnection) -> list[str]:
     return dead
 
 
-RUN_COUNTERS = (
-    "seen", "added", "updated", "unchanged", "failed", "removed", "chunks_embedded", "tokens_embedded",
-    "parse_seconds", "embed_seconds", "write_seconds",
-)  # fmt: skip
+# The one list of a run's counters, each a column of ingest_runs (migration 001): what finish_run
+# records, the ingest summary and its Prefect artifact report, and `stats` shows (the documents'
+# counts and the chunks embedded).
+DOCUMENT_COUNTERS = ("seen", "added", "updated", "unchanged", "failed", "removed")
+WORK_COUNTERS = ("chunks_embedded", "tokens_embedded", "parse_seconds", "embed_seconds", "write_seconds")
+RUN_COUNTERS = DOCUMENT_COUNTERS + WORK_COUNTERS
+# What each part of a run (an embedding task, a Dask part) counts and the run adds up: all but the
+# files seen, the failures and the removals, which the flow counts itself.
+PART_COUNTERS = tuple(name for name in RUN_COUNTERS if name not in ("seen", "failed", "removed"))
+_SHOWN_COUNTERS = (*DOCUMENT_COUNTERS, "chunks_embedded")
 
 
 def previous_failures(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[dt.datetime | None, set[tuple[str, int | None, str]]]:
@@ -105,11 +111,11 @@ def stats(con: duckdb.DuckDBPyConnection, last_runs: int = 5) -> dict:
         ).fetchall()
     ]
     runs = con.execute(
-        "SELECT run_id, status, started_at, seen, added, updated, unchanged, failed, removed, chunks_embedded,"
+        f"SELECT run_id, status, started_at, {', '.join(_SHOWN_COUNTERS)},"
         " round(total_seconds, 2) FROM ingest_runs ORDER BY started_at DESC LIMIT ?",
         [last_runs],
     ).fetchall()
-    run_columns = ["run_id", "status", "started_at", "seen", "added", "updated", "unchanged", "failed", "removed", "chunks_embedded", "seconds"]
+    run_columns = ["run_id", "status", "started_at", *_SHOWN_COUNTERS, "seconds"]
     return {
         "documents": documents,
         "dated_documents": dated,
