@@ -95,7 +95,7 @@ def database_error(err: BaseException, db: str | Path | None = None) -> BaseExce
         return err
     # DuckDB messages can run to several lines of context; the first says what went wrong.
     first = _first_line(err)
-    if isinstance(err, duckdb.IOException) and _LOCK_MESSAGE in first:
+    if isinstance(err, duckdb.IOException) and _LOCK_MESSAGE in str(err):
         return WarehouseLocked(f"{db}: held{_holder(str(err))}" if db else f"held{_holder(str(err))}")
     kind = next((domain for driver, domain in _DRIVER_ERRORS if isinstance(err, driver)), WarehouseError)
     if kind is QueryInterrupted:
@@ -115,7 +115,6 @@ def driver_errors(db: str | Path | None = None) -> Iterator[None]:
         if mapped is err:
             raise
         raise mapped from None
-
 
 
 def lock_wait() -> float:
