@@ -160,9 +160,6 @@ class _Snapshot:
     cursors: dict = field(default_factory=dict)  # thread id -> that thread's connection
 
 
-_LOCKED = "Could not set lock on file"
-
-
 def file_signature(path: Path) -> tuple:
     """Size and modification time of the file and its WAL: every commit changes one of them."""
     parts = []
@@ -305,9 +302,9 @@ class Index:
                     # ATTACH takes no bound parameters; the path is the configured warehouse's.
                     holder.execute("ATTACH '" + str(self.path).replace("'", "''") + "' AS src (READ_ONLY)")
                     break
-                except duckdb.IOException as err:
-                    if _LOCKED not in str(err):
-                        raise connection.WarehouseError(f"{self.path}: {_first_line(err)}") from None
+                except duckdb.Error as err:
+                    if not isinstance(connection.database_error(err), connection.WarehouseLocked):
+                        raise connection.database_error(err, self.path) from None
                     if time.monotonic() >= deadline:
                         return None
                     time.sleep(0.1)
