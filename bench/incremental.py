@@ -27,12 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 READER = """
 import sys, time
 from pathlib import Path
-from newsindex.warehouse import store
+from newsindex.warehouse import connection
 db, stop = sys.argv[1], Path(sys.argv[2])
 longest = opens = 0
 while not stop.exists():
     started = time.perf_counter()
-    con = store.connect(db, read_only=True, wait=120)
+    con = connection.connect(db, read_only=True, wait=120)
     waited = time.perf_counter() - started
     con.execute("SELECT count(*) FROM kw_chunks").fetchone()
     con.close()
@@ -82,14 +82,14 @@ def timed_index():
 
 
 def timed_holds():
-    """Wrap store.opened to record how long each read-write opening holds the file, by caller."""
+    """Wrap connection.opened to record how long each read-write opening holds the file, by caller."""
     import traceback
     from contextlib import contextmanager
 
-    from newsindex.warehouse import store
+    from newsindex.warehouse import connection
 
     holds: list[tuple[float, str]] = []
-    original = store.opened
+    original = connection.opened
 
     @contextmanager
     def opened(db, *, read_only=False, wait=None):
@@ -102,7 +102,7 @@ def timed_holds():
             holds.append((time.perf_counter() - opened_at, caller))
         del started
 
-    store.opened = opened
+    connection.opened = opened
     return holds
 
 
@@ -114,9 +114,9 @@ def run_once(size: int, articles: Path, work: Path) -> dict:
     if size:
         shutil.copy(big_warehouse(size), db)
     else:
-        from newsindex.warehouse import store
+        from newsindex.warehouse import connection
 
-        with store.opened(db):
+        with connection.opened(db):
             pass
     stop = work / f"stop-{size}"
     stop.unlink(missing_ok=True)

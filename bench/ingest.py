@@ -102,15 +102,15 @@ def direct_ingest(paths: list[str], db: str) -> dict:
     from newsindex.config import ChunkSettings
     from newsindex.embedding import choose_runtime, model_info
     from newsindex.flows import ingest as flow
-    from newsindex.warehouse import store
+    from newsindex.warehouse import connection, documents, runs
 
     info = model_info()
     settings = ChunkSettings()
     chunk_key = f"{settings.key()}|{info.fingerprint}"
     with disable_run_logger():
-        with store.opened(db) as con:
-            store.register_model(con, info.fingerprint, info.name, info.dim)
-            run_id = store.start_run(con, paths, None, info.fingerprint)
+        with connection.opened(db) as con:
+            documents.register_model(con, info.fingerprint, info.name, info.dim)
+            run_id = runs.start_run(con, paths, None, info.fingerprint)
         files, _, _ = flow.discover.fn(paths)
         planned = flow.plan.fn(files, db, chunk_key)
         result = {}
@@ -118,8 +118,8 @@ def direct_ingest(paths: list[str], db: str) -> dict:
             result = flow.embed_and_write.fn(group, db, asdict(settings), info.path, info.name, choose_runtime(),
                                              flow.DEFAULT_BATCH_CHARS)
         flow.refresh_search_index.fn(db)
-        with store.opened(db) as con:
-            store.finish_run(con, run_id, {"seen": planned.seen}, [], "completed")
+        with connection.opened(db) as con:
+            runs.finish_run(con, run_id, {"seen": planned.seen}, [], "completed")
     return result
 
 

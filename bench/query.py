@@ -38,7 +38,7 @@ TOPICS = 1000
 
 def build(db: Path, chunks: int, seed: int = 0) -> None:
     from newsindex.embedding import model_info
-    from newsindex.warehouse import store
+    from newsindex.warehouse import connection, documents, keyword, schema
     import pyarrow as pa
 
     if db.exists():
@@ -50,9 +50,9 @@ def build(db: Path, chunks: int, seed: int = 0) -> None:
     print(f"building {db.name}: {docs:,} documents, {chunks:,} chunks …", flush=True)
     tmp = db.with_suffix(".building")
     tmp.unlink(missing_ok=True)
-    con = store.connect(tmp)
-    store.migrate(con)
-    store.register_model(con, info.fingerprint, info.name, info.dim)
+    con = connection.connect(tmp)
+    schema.migrate(con)
+    documents.register_model(con, info.fingerprint, info.name, info.dim)
     dates = np.datetime64("2020-01-01") + rng.integers(0, 6 * 365, docs)
     now = dt.datetime.now()
     step = 20_000
@@ -98,7 +98,7 @@ def build(db: Path, chunks: int, seed: int = 0) -> None:
         "updated_at": pa.array([now] * docs, pa.timestamp("us")),
     })  # fmt: skip
     con.execute("INSERT INTO documents BY NAME SELECT * FROM doc_table")
-    store.refresh_search_index(con)
+    keyword.refresh_search_index(con)
     con.execute("CHECKPOINT")
     con.close()
     tmp.rename(db)

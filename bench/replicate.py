@@ -15,18 +15,18 @@ from pathlib import Path
 def replicate(base: str | Path, target: str | Path, chunks: int) -> int:
     """Copy `base` (migrated, keyword index built) into `target` until it holds at least `chunks`
     chunks; returns the chunk count. Copy i of document D is `D~i`, its file `/replica/i/<file>`."""
-    from newsindex.warehouse import store
+    from newsindex.warehouse import connection, schema
 
     target = Path(target)
     target.unlink(missing_ok=True)
-    con = store.connect(target)
+    con = connection.connect(target)
     try:
-        store.migrate(con)
+        schema.migrate(con)
         con.execute("ATTACH '" + str(base).replace("'", "''") + "' AS base (READ_ONLY)")
         per_copy = con.execute("SELECT count(*) FROM base.chunks").fetchone()[0]
         copies = -(-chunks // per_copy)
         stride = con.execute("SELECT max(chunk_no) + 1 FROM base.kw_chunks").fetchone()[0]
-        with store.transaction(con):
+        with connection.transaction(con):
             con.execute("INSERT INTO models SELECT * FROM base.models")
             con.execute(
                 "INSERT INTO documents SELECT d.* REPLACE (d.doc_id || '~' || i AS doc_id,"
@@ -76,18 +76,18 @@ def settle(db: str | Path) -> None:
 
     import numpy as np
 
-    from newsindex.warehouse import store
+    from newsindex.warehouse import connection, documents
 
-    with store.opened(db) as con:
+    with connection.opened(db) as con:
         fingerprint = con.execute("SELECT fingerprint FROM models LIMIT 1").fetchone()[0]
-        doc = store.DocumentRow(
+        doc = documents.DocumentRow(
             doc_id="settle", source_path="/settle.txt", format="txt", line=None, title="settle", lead="settle",
             published=dt.date(2000, 1, 1), url=None, text="settle", content_hash="settle", chunk_key="settle",
             chunk_texts=["settle"], chunk_spans=[(0, 6)], chunk_tokens=[1],
         )  # fmt: skip
-        store.write_documents(con, [doc], np.ones((1, store.chunk_dimension(con)), np.float32), fingerprint)
-    with store.opened(db) as con:
-        store.prune(con, ["/settle.txt"], {"/settle.txt": set()})
+        documents.write_documents(con, [doc], np.ones((1, documents.chunk_dimension(con)), np.float32), fingerprint)
+    with connection.opened(db) as con:
+        documents.prune(con, ["/settle.txt"], {"/settle.txt": set()})
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from prefect.futures import as_completed
 from newsindex import config, faults
 from newsindex.config import ChunkSettings
 from newsindex.errors import NewsindexError
-from newsindex.warehouse import store
+from newsindex.warehouse import connection, documents, runs
 
 
 class ClusterError(NewsindexError):
@@ -186,7 +186,7 @@ def encode_to_shard(
     return manifest
 
 
-def _batch_table(rows: list[store.DocumentRow], vectors):
+def _batch_table(rows: list[documents.DocumentRow], vectors):
     import numpy as np
     import pyarrow as pa
 
@@ -199,43 +199,17 @@ def _batch_table(rows: list[store.DocumentRow], vectors):
         start += count
     offsets = np.cumsum([0] + [len(v) for v in per_doc]).astype(np.int32)
     flat = pa.FixedSizeListArray.from_arrays(pa.array(matrix.ravel(), pa.float32()), dim)
-    return pa.table({
-        "doc_id": [r.doc_id for r in rows],
-        "source_path": [r.source_path for r in rows],
-        "format": [r.format for r in rows],
-        "line": pa.array([r.line for r in rows], pa.int32()),
-        "title": [r.title for r in rows],
-        "lead": [r.lead for r in rows],
-        "published": pa.array([r.published for r in rows], pa.date32()),
-        "url": pa.array([r.url for r in rows], pa.string()),
-        "text": [r.text for r in rows],
-        "content_hash": [r.content_hash for r in rows],
-        "chunk_key": [r.chunk_key for r in rows],
-        "chunk_texts": pa.array([r.chunk_texts for r in rows], pa.list_(pa.string())),
-        "chunk_starts": pa.array([[s for s, _ in r.chunk_spans] for r in rows], pa.list_(pa.int32())),
-        "chunk_ends": pa.array([[e for _, e in r.chunk_spans] for r in rows], pa.list_(pa.int32())),
-        "chunk_tokens": pa.array([r.chunk_tokens for r in rows], pa.list_(pa.int32())),
-        "vectors": pa.ListArray.from_arrays(pa.array(offsets), flat),
-    })  # fmt: skip
+    return pa.table({**documents.arrow_columns(rows), "vectors": pa.ListArray.from_arrays(pa.array(offsets), flat)})
 
 
-def read_shard(path: str | Path) -> tuple[list[store.DocumentRow], "object"]:
+def read_shard(path: str | Path) -> tuple[list[documents.DocumentRow], "object"]:
     """A shard's documents and their chunk vectors (one row per chunk, documents in order)."""
     import numpy as np
     import pyarrow.parquet as pq
 
     data = pq.read_table(path).to_pydict()
-    rows, blocks = [], []
-    for i, doc_id in enumerate(data["doc_id"]):
-        rows.append(store.DocumentRow(
-            doc_id=doc_id, source_path=data["source_path"][i], format=data["format"][i], line=data["line"][i],
-            title=data["title"][i], lead=data["lead"][i], published=data["published"][i], url=data["url"][i],
-            text=data["text"][i], content_hash=data["content_hash"][i], chunk_key=data["chunk_key"][i],
-            chunk_texts=data["chunk_texts"][i],
-            chunk_spans=list(zip(data["chunk_starts"][i], data["chunk_ends"][i])),
-            chunk_tokens=data["chunk_tokens"][i],
-        ))  # fmt: skip
-        blocks.append(np.asarray(data["vectors"][i], dtype=np.float32).reshape(len(data["chunk_texts"][i]), -1))
+    rows = documents.rows_from_columns(data)
+    blocks = [np.asarray(data["vectors"][i], dtype=np.float32).reshape(len(row.chunk_texts), -1) for i, row in enumerate(rows)]
     vectors = np.concatenate(blocks) if blocks else np.zeros((0, 0), np.float32)
     return rows, vectors
 
@@ -248,8 +222,8 @@ def load_shard(shard_path: str, db: str, fingerprint: str) -> dict:
     if not path.exists():  # an empty part wrote no shard
         return {"added": 0, "updated": 0, "unchanged": 0, "write_seconds": 0.0}
     rows, vectors = read_shard(path)
-    with store.opened(db) as con:
-        result = store.write_documents(con, rows, vectors, fingerprint)
+    with connection.opened(db) as con:
+        result = documents.write_documents(con, rows, vectors, fingerprint)
     faults.point("shard_loaded")
     path.unlink()
     return {**asdict(result), "write_seconds": time.perf_counter() - started}
@@ -276,8 +250,7 @@ def embed_on_cluster(
     for leftover in staging.iterdir():
         if leftover.name not in names:  # another plan's shard or a partial write of a dead run
             leftover.unlink(missing_ok=True)
-    totals = {"added": 0, "updated": 0, "unchanged": 0, "chunks_embedded": 0, "tokens_embedded": 0,
-              "parse_seconds": 0.0, "embed_seconds": 0.0, "write_seconds": 0.0, "failures": [],
+    totals = {**{name: 0.0 if name.endswith("_seconds") else 0 for name in runs.PART_COUNTERS}, "failures": [],
               "parts": len(groups), "reused_shards": 0, "workers": set()}  # fmt: skip
     futures = [
         encode_to_shard.submit(group, str(staging), name, settings, weights, model, runtime, batch_chars, encode_batch_size)

@@ -8,6 +8,7 @@ three-stage pipeline of flows/pipeline.py over a part of a few million character
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import time
@@ -26,7 +27,7 @@ from newsindex.articles import JSONL_SUFFIXES, ArticleError, derived_id_prefix, 
 from newsindex.config import ChunkSettings
 from newsindex.embedding import choose_runtime, int8_info, load_encoder, model_info
 from newsindex.flows import pipeline
-from newsindex.warehouse import keyword, store
+from newsindex.warehouse import connection, documents, keyword, runs
 
 # Set by the CLI to drive its progress display: called as on_progress(phase, done, total, chunks)
 # with phase "reading" (files parsed of files found), "embedding" (characters stored of characters
@@ -76,7 +77,7 @@ class Plan:
     seconds: float = 0.0
 
 
-# No task retries on a locked warehouse: store.connect already waits $NEWSINDEX_LOCK_WAIT with
+# No task retries on a locked warehouse: connection.connect already waits $NEWSINDEX_LOCK_WAIT with
 # backoff, and retrying on top would multiply that bound.
 @task(cache_policy=NO_CACHE, persist_result=False)
 def discover(paths: list[str]) -> tuple[list[str], list[Failure], list[str]]:
@@ -138,11 +139,11 @@ def plan(files: list[str], db: str, chunk_key: str, prune: bool = False) -> Plan
             result.sources[os.path.realpath(path)] = ids
             if Path(path).suffix.lower() in JSONL_SUFFIXES:
                 derived[os.path.realpath(path)] = (path, derived_id_prefix(path))
-    with store.opened(db) as con:
-        stored = store.stored_docs(con, [f.doc_id for f in found])
+    with connection.opened(db) as con:
+        stored = documents.stored_docs(con, [f.doc_id for f in found])
         new = [f for f in found if f.doc_id not in stored]
-        twins = store.documents_with_texts(con, [(f.text_hash, f.chars) for f in new]) if new else []
-        placed = store.documents_from(con, sorted({f.source_path for f in found if f.line is not None}))
+        twins = documents.documents_with_texts(con, [(f.text_hash, f.chars) for f in new]) if new else []
+        placed = documents.documents_from(con, sorted({f.source_path for f in found if f.line is not None}))
         # Earlier versions named id-less lines `<file id>:<line>`. A clean file that holds such a
         # document's text under its new id supersedes it: removed once the new one is stored, with
         # or without --prune, so an upgrade duplicates nothing. Any other document a file no longer
@@ -150,7 +151,7 @@ def plan(files: list[str], db: str, chunk_key: str, prune: bool = False) -> Plan
         old_style = {doc_id: derived[source][0] for doc_id, source, _ in placed
                      if source in derived and doc_id not in result.sources[source]
                      and _LINE_NUMBER.fullmatch(doc_id.removeprefix(derived[source][1]))}  # fmt: skip
-        old_texts = store.text_hashes(con, sorted(old_style)) if old_style else {}
+        old_texts = documents.text_hashes(con, sorted(old_style)) if old_style else {}
     held_by = {(f.path, f.text_hash) for f in found}
     for doc_id, path in old_style.items():
         if (path, old_texts.get(doc_id)) in held_by:
@@ -193,7 +194,7 @@ def plan(files: list[str], db: str, chunk_key: str, prune: bool = False) -> Plan
 _LINE_NUMBER = re.compile(r"[0-9]+")
 
 
-def _taken_elsewhere(old: store.StoredDoc, found: _Found) -> bool:
+def _taken_elsewhere(old: documents.StoredDoc, found: _Found) -> bool:
     """A stored document with this id comes from another file that still exists."""
     return old.source_path != found.source_path and Path(old.source_path).exists()
 
@@ -263,18 +264,18 @@ def settle(db: str, retire: list[str], lines: list[tuple[str, int]]) -> int:
     """Remove documents superseded under new ids and renumber moved lines; how many were removed."""
     if not retire and not lines:
         return 0
-    with store.opened(db) as con:
-        return store.settle(con, retire, lines)
+    with connection.opened(db) as con:
+        return documents.settle(con, retire, lines)
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
 def prune_missing(
     db: str, roots: list[str], sources: dict[str, list[str]], found: dict[str, int], allow_mass: bool = False
 ) -> dict:
-    """Remove documents whose file is gone, within the bounds of store.prune; returns how many, the
+    """Remove documents whose file is gone, within the bounds of documents.prune; returns how many, the
     first PRUNED_LISTED of them (file or file:line, doc id) and one line per root left alone."""
-    with store.opened(db) as con:
-        outcome = store.prune(con, roots, {path: set(ids) for path, ids in sources.items()}, found, allow_mass)
+    with connection.opened(db) as con:
+        outcome = documents.prune(con, roots, {path: set(ids) for path, ids in sources.items()}, found, allow_mass)
     return {
         "count": len(outcome.removed),
         "removed": [[_where(source, line), doc_id] for doc_id, source, line in outcome.removed[:PRUNED_LISTED]],
@@ -301,11 +302,12 @@ def refresh_search_index(db: str) -> bool:
     """Build the keyword index if it is missing (once, after the migration from the fts index);
     returns whether it did. Writes keep it current; re-sort its appended tail once that is large,
     in short transactions that let readers in between."""
-    with store.opened(db) as con:
-        rebuilt = store.refresh_search_index(con)
+    with connection.opened(db) as con:
+        rebuilt = keyword.refresh_search_index(con)
         compact = keyword.needs_compaction(con)
     if compact:
-        keyword.compact(lambda: store.connect(db))
+        with connection.driver_errors(db):  # its own connections, outside `opened`
+            keyword.compact(lambda: connection.connect(db))
     return rebuilt
 
 
@@ -379,7 +381,7 @@ def ingest(
     cluster = Cluster(workers, dask_address) if (workers or dask_address) else None
     if cluster:
         cluster.check()
-    with store.ingest_lock(db_file, wait):
+    with connection.ingest_lock(db_file, wait):
         return _ingest(paths, db_file, prune, max_tokens, overlap_sentences, batch_chars, part_chars, allow_mass_prune, cluster, precision)
 
 
@@ -422,11 +424,11 @@ def _ingest(
 
     ensure_export(weights, "fp32")
     chunk_key = f"{settings.key()}|{info.fingerprint}"
-    with store.opened(db_file) as con:
-        with store.transaction(con):
-            store.register_model(con, info.fingerprint, info.name, info.dim)
-            run_id = store.start_run(con, paths, _flow_run_id(), info.fingerprint)
-    counts: dict[str, float] = {name: 0 for name in store.RUN_COUNTERS}
+    with connection.opened(db_file) as con:
+        with connection.transaction(con):
+            documents.register_model(con, info.fingerprint, info.name, info.dim)
+            run_id = runs.start_run(con, paths, _flow_run_id(), info.fingerprint)
+    counts: dict[str, float] = {name: 0 for name in runs.RUN_COUNTERS}
     cluster_info: dict | None = None
     failures: list[Failure] = []
     pruned: list[list[str]] = []
@@ -455,8 +457,7 @@ def _ingest(
             on_dask = distributed.embed_on_cluster.with_options(task_runner=distributed.task_runner(cluster.workers, cluster.address))
             result = on_dask(groups, db_file, asdict(settings), weights.fingerprint, info.fingerprint, runtime,
                              batch_chars, ENCODE_BATCH_SIZE)
-            for key in ("added", "updated", "unchanged", "chunks_embedded", "tokens_embedded",
-                        "parse_seconds", "embed_seconds", "write_seconds"):
+            for key in runs.PART_COUNTERS:
                 counts[key] += result[key]
             failures.extend(Failure(*f) for f in result["failures"])
             cluster_info = {"cluster": str(cluster), "parts": result["parts"], "reused_shards": result["reused_shards"],
@@ -466,8 +467,7 @@ def _ingest(
         for group in groups:
             result = embed_and_write(group, db_file, asdict(settings), weights.path, weights.name, runtime,
                                      batch_chars, done_chars, total_chars, int(counts["chunks_embedded"]))
-            for key in ("added", "updated", "unchanged", "chunks_embedded", "tokens_embedded",
-                        "parse_seconds", "embed_seconds", "write_seconds"):
+            for key in runs.PART_COUNTERS:
                 counts[key] += result[key]
             failures.extend(Failure(**f) for f in result["failures"])
             done_chars += sum(chars_of[path] for path, _ in group)
@@ -492,8 +492,9 @@ def _ingest(
         status = "completed"
     finally:
         counts["failed"] = len(failures)
-        with store.opened(db_file) as con:
-            store.finish_run(con, run_id, counts, [(f.path, f.line, f.message) for f in failures], status)
+        with connection.opened(db_file) as con:
+            runs.finish_run(con, run_id, counts, [(f.path, f.line, f.message) for f in failures], status)
+            previous = runs.previous_failures(con, run_id) if failures else (None, set())
     summary = {
         "run_id": run_id,
         "db": db_file,
@@ -511,7 +512,7 @@ def _ingest(
     }
     if cluster_info:
         summary["cluster"] = cluster_info
-    repeated = _unchanged_repeats(db_file, run_id, failures)
+    repeated = _unchanged_repeats(previous, failures)
     for failure in failures:
         if (failure.path, failure.line, failure.message) not in repeated:
             logger.error("%s", failure)
@@ -527,15 +528,12 @@ def _ingest(
     return summary
 
 
-def _unchanged_repeats(db_file: str, run_id: str, failures: list[Failure]) -> set[tuple[str, int | None, str]]:
-    """Failures the previous run reported too, for files not modified since it started."""
-    if not failures:
-        return set()
-    try:
-        with store.opened(db_file, read_only=False) as con:
-            started, before = store.previous_failures(con, run_id)
-    except store.WarehouseError:
-        return set()
+def _unchanged_repeats(
+    previous: tuple[dt.datetime | None, set[tuple[str, int | None, str]]], failures: list[Failure]
+) -> set[tuple[str, int | None, str]]:
+    """Failures the previous run reported too (`previous`: runs.previous_failures), for files not
+    modified since it started."""
+    started, before = previous
     repeated = set()
     for f in failures:
         key = (f.path, f.line, f.message)
@@ -564,8 +562,7 @@ def _flow_run_links() -> dict:
 def _artifact(summary: dict) -> None:
     rows = [
         {"measure": key, "value": summary[key]}
-        for key in ("seen", "added", "updated", "unchanged", "failed", "removed", "chunks_embedded",
-                    "tokens_embedded", "parse_seconds", "embed_seconds", "write_seconds", "total_seconds")
+        for key in (*runs.RUN_COUNTERS, "total_seconds")
     ]
     rows += [{"measure": key, "value": summary[key]} for key in ("model", "precision", "runtime")]
     rows += [{"measure": "failure", "value": f} for f in summary["failures"]]

@@ -19,14 +19,14 @@ from newsindex.articles import Article, ArticleError, read_guarded
 from newsindex.chunking import Tokenizer, chunk_text
 from newsindex.config import ChunkSettings
 from newsindex.embedding import Encoder
-from newsindex.warehouse import store
+from newsindex.warehouse import connection, documents
 
 _END = object()
 
 
 @dataclass
 class Batch:
-    rows: list[store.DocumentRow]
+    rows: list[documents.DocumentRow]
     chars: int  # characters of article text, the unit of the progress bar
     # Content token ids of every chunk, in row order: the chunker's own, so nothing is tokenized twice.
     ids: list[list[int]] = field(default_factory=list)
@@ -62,7 +62,7 @@ def read_batches(
 ) -> Iterator[Batch]:
     """Documents `items` names ((file, doc ids) pairs), chunked, in batches of about `batch_chars`.
     Each file is read once; a file's documents may span batches."""
-    rows: list[store.DocumentRow] = []
+    rows: list[documents.DocumentRow] = []
     chunk_ids: list[list[int]] = []
     chars = 0
     for path, ids in items:
@@ -98,8 +98,8 @@ def _chunk_ids(chunks, tokenizer: Tokenizer) -> list[list[int]]:
     return [c.token_ids if c.token_ids is not None else next(computed) for c in chunks]
 
 
-def _row(article: Article, chunks, chunk_key: str) -> store.DocumentRow:
-    return store.DocumentRow(
+def _row(article: Article, chunks, chunk_key: str) -> documents.DocumentRow:
+    return documents.DocumentRow(
         doc_id=article.doc_id,
         source_path=article.source_path,
         format=article.format,
@@ -157,8 +157,8 @@ def run(
             batch, vectors = item
             try:
                 started = time.perf_counter()
-                with store.opened(db) as con:
-                    result = store.write_documents(con, batch.rows, vectors, fingerprint)
+                with connection.opened(db) as con:
+                    result = documents.write_documents(con, batch.rows, vectors, fingerprint)
                 written.put((result, batch.chars, time.perf_counter() - started))
             except BaseException as err:  # the encoding thread sees it after its next batch and stops
                 write_error.append(err)

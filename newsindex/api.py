@@ -160,9 +160,6 @@ class _Snapshot:
     cursors: dict = field(default_factory=dict)  # thread id -> that thread's connection
 
 
-_LOCKED = "Could not set lock on file"
-
-
 def file_signature(path: Path) -> tuple:
     """Size and modification time of the file and its WAL: every commit changes one of them."""
     parts = []
@@ -255,7 +252,7 @@ class Index:
 
     def _load(self, wait: float, generation: int) -> _Snapshot | None:
         from newsindex.queries import readonly, session as sessions, warm
-        from newsindex.warehouse import store
+        from newsindex.warehouse import connection
 
         started = time.perf_counter()
         copied = self._copy_file(wait)
@@ -270,8 +267,8 @@ class Index:
         stack = contextlib.ExitStack()
         try:
             con = stack.enter_context(sessions.session(copy, **options))
-        except store.WarehouseError as err:
-            raise store.WarehouseError(str(err).replace(str(copy), str(self.path))) from None
+        except connection.WarehouseError as err:
+            raise connection.WarehouseError(str(err).replace(str(copy), str(self.path))) from None
         finally:
             # Unlinked at once: the open connection keeps the data, and the space is freed when the
             # snapshot is dropped, even if this process is killed.
@@ -295,7 +292,7 @@ class Index:
         import shutil
         import tempfile
 
-        from newsindex.warehouse import store
+        from newsindex.warehouse import connection
 
         holder = duckdb.connect(":memory:")
         try:
@@ -305,9 +302,9 @@ class Index:
                     # ATTACH takes no bound parameters; the path is the configured warehouse's.
                     holder.execute("ATTACH '" + str(self.path).replace("'", "''") + "' AS src (READ_ONLY)")
                     break
-                except duckdb.IOException as err:
-                    if _LOCKED not in str(err):
-                        raise store.WarehouseError(f"{self.path}: {_first_line(err)}") from None
+                except duckdb.Error as err:
+                    if not isinstance(connection.database_error(err), connection.WarehouseLocked):
+                        raise connection.database_error(err, self.path) from None
                     if time.monotonic() >= deadline:
                         return None
                     time.sleep(0.1)
@@ -510,10 +507,10 @@ class Index:
 
     def stats(self) -> dict:
         """Documents, chunks, tokens, models and the last runs, as `newsindex stats --json`."""
-        from newsindex.warehouse import store
+        from newsindex.warehouse import runs
 
         _, con = self._cursor()
-        return store.stats(con)
+        return runs.stats(con)
 
     def runs(self, limit: int = 20) -> list[dict]:
         """The last ingest runs (the named query ingest_history)."""
@@ -540,6 +537,7 @@ class Index:
         configuration locked. Stops after `seconds`; keeps the first `max_rows` rows and says whether
         there were more."""
         from newsindex.queries import named, readonly
+        from newsindex.warehouse.connection import QuerySyntaxError
 
         if not isinstance(statement, str) or not statement.strip():
             raise BadRequest("no SQL statement given")
@@ -553,9 +551,9 @@ class Index:
         try:
             try:
                 statements = readonly.check_statements(con, statement)
+            except QuerySyntaxError as err:
+                raise BadRequest(str(err)) from None
             except named.QueryError as err:
-                if "Parser Error" in str(err) or "no SQL statement" in str(err):
-                    raise BadRequest(str(err)) from None
                 raise SqlRefused(str(err)) from None
             if len(statements) != 1:
                 raise BadRequest(f"one statement at a time; got {len(statements)}")

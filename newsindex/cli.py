@@ -35,24 +35,15 @@ def domain_errors(func: Callable) -> Callable:
 
     @wraps(func)
     def wrapper(*args, **kwargs):
-        import duckdb
-
         from newsindex.errors import NewsindexError
 
         try:
             return func(*args, **kwargs)
         except NewsindexError as err:
-            raise CLIError(str(err)) from None
-        except (KeyboardInterrupt, duckdb.InterruptException):
+            # DuckDB's errors were turned into these where they arose (warehouse/connection.py).
+            raise CLIError(str(err), err.exit_code) from None
+        except KeyboardInterrupt:
             raise CLIError("interrupted", INTERRUPTED) from None
-        except RuntimeError as err:
-            # DuckDB reports a query cancelled by Ctrl-C as a plain RuntimeError.
-            if "interrupted" not in str(err).lower():
-                raise
-            raise CLIError("interrupted", INTERRUPTED) from None
-        except duckdb.Error as err:
-            # DuckDB messages can run to several lines of context; the first says what went wrong.
-            raise CLIError(str(err).strip().splitlines()[0]) from None
 
     return wrapper
 
@@ -371,11 +362,11 @@ PRUNED_SHOWN = 20
 @domain_errors
 def stats(db: str | None, as_json: bool) -> None:
     """What the warehouse holds: documents, chunks, models and the last runs."""
-    from newsindex.warehouse import store
+    from newsindex.warehouse import connection, runs
 
     path = config.db_path(db)
-    with store.opened(path, read_only=True) as con:
-        info = store.stats(con)
+    with connection.opened(path, read_only=True) as con:
+        info = runs.stats(con)
     info = {"warehouse": str(path), **info}
     if as_json:
         click.echo(json.dumps(info, indent=2, default=str))
@@ -406,15 +397,15 @@ def stats(db: str | None, as_json: bool) -> None:
 def delete(doc_ids: Sequence[str], db: str | None, wait: float, as_json: bool) -> None:
     """Remove the documents DOC_IDS, with their chunks, from the warehouse and its keyword index, in
     one transaction. Their files are not touched: the next ingest of them stores them again."""
-    from newsindex.warehouse import store
+    from newsindex.warehouse import connection, documents
 
     path = config.db_path(db)
     if not path.exists():
         raise CLIError(f"{path}: no warehouse here yet; run `newsindex ingest` first")
     _show_warehouse_waits()
-    with store.ingest_lock(path, wait):
-        with store.opened(path) as con:
-            removed = store.delete_documents(con, list(doc_ids), path)
+    with connection.ingest_lock(path, wait):
+        with connection.opened(path) as con:
+            removed = documents.delete_documents(con, list(doc_ids), path)
     if as_json:
         click.echo(json.dumps({"deleted": [{"doc_id": d, "source": w} for d, w in removed]}, indent=2))
         return

@@ -7,3 +7,6 @@ from __future__ import annotations
 
 class NewsindexError(Exception):
     """A failure with a message fit to show as one line: what went wrong, and where."""
+
+    # The status a command exits with when this stops it.
+    exit_code = 1

@@ -25,7 +25,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
-from newsindex.warehouse import store
+from newsindex.warehouse import connection
 
 
 NPROBE = 32
@@ -100,12 +100,12 @@ def _build_once(con: duckdb.DuckDBPyConnection, db: Path, folder: Path, state: l
     full) is one line, not a traceback."""
     lock = folder.with_name(folder.name + ".lock")
     try:
-        fd = store.open_lock_file(lock)
-    except store.WarehouseError:
+        fd = connection.open_lock_file(lock)
+    except connection.WarehouseError:
         why = _why_not_writable(folder.parent)
         if why is None:
             raise  # a symlink or a pipe where the lock belongs: its own line says so
-        raise store.WarehouseError(
+        raise connection.WarehouseError(
             f"{folder}: cannot build the --ann index beside the warehouse ({why}); search without --ann,"
             " or make the folder writable"
         ) from None
@@ -116,7 +116,7 @@ def _build_once(con: duckdb.DuckDBPyConnection, db: Path, folder: Path, state: l
         try:
             build_index(con, folder, state)
         except OSError as err:
-            raise store.WarehouseError(
+            raise connection.WarehouseError(
                 f"{folder}: cannot build the --ann index beside the warehouse ({err.strerror or err}); search without --ann"
             ) from None
     finally:

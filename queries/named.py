@@ -21,17 +21,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-from newsindex.errors import NewsindexError
+# One class for every query that cannot run, whether its parameters or its SQL are wrong.
+from newsindex.warehouse.connection import QueryError
 
 _PARAM = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)\s+(?P<type>text|integer|float|date|boolean)(?:\s*=\s*(?P<default>\S+))?\s*(?P<help>.*)$")
 
 
 # Parameters that newsindex fills in itself (the query's embedding, computed from `query`).
 FILLED_IN = frozenset({"vector"})
-
-
-class QueryError(NewsindexError):
-    """A named query that does not exist, or parameters that do not fit it."""
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,11 @@ from pathlib import Path
 
 import duckdb
 
-from newsindex.queries.named import NamedQuery, QueryError
+from newsindex.queries.named import NamedQuery
 from newsindex.queries.session import session
+from newsindex.warehouse.connection import (
+    OutOfMemory, QueryError, QueryInterrupted, QuerySyntaxError, database_error, driver_errors,
+)
 
 BATCH_ROWS = 2048
 DEFAULT_TIMEOUT_S = 60.0
@@ -133,9 +136,9 @@ def check_statements(con: duckdb.DuckDBPyConnection, text: str) -> list[duckdb.S
     try:
         statements = con.extract_statements(text)
     except duckdb.Error as err:
-        raise QueryError(_first_line(err)) from None
+        raise database_error(err) from None
     if not statements:
-        raise QueryError("no SQL statement given")
+        raise QuerySyntaxError("no SQL statement given")
     return [_runnable(con, number, statement) for number, statement in enumerate(statements, start=1)]
 
 
@@ -251,13 +254,13 @@ def _limited(db: str | Path, limits_: Limits) -> Iterator[tuple[duckdb.DuckDBPyC
     with session(db, memory_limit=f"{limits_.memory_bytes}B") as con:
         deadline = _Deadline(con, limits_.timeout)
         try:
-            yield con, deadline
-        except (duckdb.InterruptException, RuntimeError) as err:
-            # DuckDB reports some interrupted queries as a plain RuntimeError.
-            if deadline.expired and "interrupt" in str(err).lower():
+            with driver_errors():
+                yield con, deadline
+        except QueryInterrupted:
+            if deadline.expired:
                 raise _timed_out(limits_) from None
             raise
-        except duckdb.OutOfMemoryException:
+        except OutOfMemory:
             raise QueryError(
                 f"query needs more than the {limits_.memory} memory limit (raise it with --memory-limit or ${MEMORY_ENV})"
             ) from None
@@ -339,7 +342,3 @@ def run(
                     break
             results.append(Result(_columns(cursor), rows, truncated))
     return results
-
-
-def _first_line(err: BaseException) -> str:
-    return str(err).strip().splitlines()[0]

@@ -25,7 +25,8 @@ from newsindex import config
 from newsindex.queries import named
 from newsindex.queries.modes import MODES as REGISTRY
 from newsindex.queries.session import ModelMismatch, current_model_check, session
-from newsindex.warehouse import keyword as keyword_index, store
+from newsindex.warehouse import keyword as keyword_index
+from newsindex.warehouse.connection import driver_errors
 
 MODES = tuple(REGISTRY)
 
@@ -83,7 +84,9 @@ class SearchResult:
 def _connection(db, keyword: bool) -> Iterator[duckdb.DuckDBPyConnection]:
     """A session of the caller's (warm: many queries, one open file) or one for this query only."""
     if isinstance(db, duckdb.DuckDBPyConnection):
-        yield db
+        # A session's own connection: DuckDB's errors become ours here, as `session` does for a path.
+        with driver_errors():
+            yield db
     else:
         with session(db, keyword=keyword) as con:
             yield con
@@ -134,7 +137,7 @@ def search(
             problem = _model_problem(con, db)
             if problem:
                 raise ModelMismatch(problem)
-        if spec.keyword and not store.search_index_is_current(con):
+        if spec.keyword and not keyword_index.search_index_is_current(con):
             result.warnings.append("the keyword index is older than the stored chunks; run `newsindex ingest` to rebuild it")
         if mode != "semantic" and _has_stem(con):
             params["stems"] = keyword_index.query_stems(con, query)

@@ -16,13 +16,13 @@ import duckdb
 
 from newsindex import config
 from newsindex.embedding import int8_info, model_info, query_encoder
-from newsindex.warehouse import store
+from newsindex.warehouse import connection, documents
 
 # An ingest holds the file for the length of one write; waiting this long covers that.
 READ_WAIT_SECONDS = 10.0
 
 
-class ModelMismatch(store.WarehouseError):
+class ModelMismatch(connection.WarehouseError):
     """The configured model is not the one that made the stored vectors."""
 
 
@@ -32,7 +32,7 @@ def current_model_check(con: duckdb.DuckDBPyConnection) -> str | None:
     way), but not mixed with exact ones: their neighbours would be ranked on two scales."""
     info = model_info(str(config.model_path()), config.model_name())
     own = {info.fingerprint, int8_info(info).fingerprint}
-    stored = store.stored_models(con)
+    stored = documents.stored_models(con)
     others = [(fp, name) for fp, name, _ in stored if fp not in own]
     if not others:
         if len(stored) > 1:
@@ -57,9 +57,9 @@ def session(
     `memory_limit` (DuckDB's syntax, e.g. '4GB') caps what the session's queries may hold, and
     turns off spilling: a query over it fails instead of filling the disk beside the warehouse."""
     path = config.db_path(db)
-    with store.opened(path, read_only=True, wait=READ_WAIT_SECONDS) as con:
+    with connection.opened(path, read_only=True, wait=READ_WAIT_SECONDS) as con:
         if keyword:
-            store.load_extension(con, "fts")
+            connection.load_extension(con, "fts")
         _register_embed(con, current_model_check(con))
         if memory_limit:
             con.execute("SET memory_limit = ?", [memory_limit])

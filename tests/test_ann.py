@@ -11,7 +11,7 @@ import pytest
 
 from newsindex.queries import ann
 from newsindex.queries.search import Filters, search, vector_literal
-from newsindex.warehouse import store
+from newsindex.warehouse import connection, schema
 
 DIM = 384
 
@@ -28,8 +28,8 @@ def synthetic_warehouse(path, vectors: np.ndarray, per_doc: int = 5) -> list[dt.
     n = len(vectors)
     docs = (n + per_doc - 1) // per_doc
     dates = [dt.date(2020, 1, 1) + dt.timedelta(days=d) for d in range(docs)]
-    con = store.connect(path)
-    store.migrate(con)
+    con = connection.connect(path)
+    schema.migrate(con)
     chunk_rows = pa.table({
         "chunk_id": [f"d{i // per_doc:05d}#{i % per_doc}" for i in range(n)],
         "doc_id": [f"d{i // per_doc:05d}" for i in range(n)],
@@ -124,7 +124,7 @@ def test_index_is_rebuilt_when_the_chunks_change(tmp_path):
     first = ann.open_index(con, path)
     assert ann.open_index(con, path) is first  # reused while nothing changed
     con.close()
-    con = store.connect(path)
+    con = connection.connect(path)
     con.execute("DELETE FROM chunks WHERE doc_id = 'd00000'")
     con.execute("DELETE FROM documents WHERE doc_id = 'd00000'")
     con.close()
@@ -164,7 +164,7 @@ _SEARCH_CHILD = """
 import sys, duckdb, numpy as np
 from pathlib import Path
 from newsindex.queries import ann
-from newsindex.warehouse.store import WarehouseError
+from newsindex.warehouse.connection import WarehouseError
 path = Path(sys.argv[1])
 con = duckdb.connect(str(path), read_only=True)
 try:

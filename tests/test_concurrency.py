@@ -24,7 +24,7 @@ import duckdb
 import pytest
 from conftest import CORPUS, SEED_FILE, warehouse_problems
 
-from newsindex.warehouse import store
+from newsindex.warehouse import connection
 
 NEWSINDEX = str(Path(sys.executable).with_name("newsindex"))
 # Runs for minutes unless interrupted: ten billion rows.
@@ -76,7 +76,7 @@ def wait_for_line(lines: queue.Queue, pattern: str, timeout: float = 90.0) -> li
 
 @pytest.fixture
 def empty_warehouse(db) -> Path:
-    with store.opened(db):
+    with connection.opened(db):
         pass
     return db
 
@@ -239,10 +239,10 @@ def _state(pid: int) -> str:
 
 def test_lock_wait_setting(monkeypatch):
     monkeypatch.delenv("NEWSINDEX_LOCK_WAIT", raising=False)
-    assert store.lock_wait() == store.DEFAULT_LOCK_WAIT == 60
+    assert connection.lock_wait() == connection.DEFAULT_LOCK_WAIT == 60
     monkeypatch.setenv("NEWSINDEX_LOCK_WAIT", "2.5")
-    assert store.lock_wait() == 2.5
+    assert connection.lock_wait() == 2.5
     for bad in ("soon", "-1"):
         monkeypatch.setenv("NEWSINDEX_LOCK_WAIT", bad)
-        with pytest.raises(store.WarehouseError, match=f"NEWSINDEX_LOCK_WAIT must be a number of seconds, got '{bad}'"):
-            store.lock_wait()
+        with pytest.raises(connection.WarehouseError, match=f"NEWSINDEX_LOCK_WAIT must be a number of seconds, got '{bad}'"):
+            connection.lock_wait()

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from conftest import CORPUS, warehouse_problems
 
-from newsindex.warehouse import keyword as keyword_index, store
+from newsindex.warehouse import connection, keyword as keyword_index, runs
 
 # Small batches: the 15-article corpus becomes several batches, so a crash can fall between them.
 BATCH_CHARS = 4000
@@ -124,9 +124,9 @@ def test_killed_ingest_leaves_whole_documents_and_rerun_converges(versions, subp
     crash(versions, db, fault, subprocess_env)
 
     # The warehouse opens read-write (nothing to repair) and is consistent.
-    with store.opened(db) as con:
+    with connection.opened(db) as con:
         assert warehouse_problems(con) == []
-        index_current = store.search_index_is_current(con)
+        index_current = keyword_index.search_index_is_current(con)
         runs = con.execute("SELECT status FROM ingest_runs ORDER BY started_at").fetchall()
     assert runs == [("completed",), ("running",)]
     state = dump(db)
@@ -141,7 +141,7 @@ def test_killed_ingest_leaves_whole_documents_and_rerun_converges(versions, subp
     # The keyword index is written in the chunks' own transaction: a kill leaves both at the same
     # version, exactly what a fresh build from the stored chunks gives.
     assert index_current and not search(db, "volcano", mode="keyword").warnings
-    with store.opened(db) as con:
+    with connection.opened(db) as con:
         assert keyword_index.problems(con) == []
 
     # A re-run finishes the job: exactly the state of the uninterrupted run.
@@ -155,9 +155,9 @@ def test_killed_ingest_leaves_whole_documents_and_rerun_converges(versions, subp
     for key, vector in final.vectors.items():
         # Batches group texts differently from the uninterrupted run; padding moves the last bits.
         np.testing.assert_allclose(vector, versions.new.vectors[key], atol=1e-5, err_msg=key)
-    with store.opened(db) as con:
+    with connection.opened(db) as con:
         assert warehouse_problems(con) == []
-        assert store.search_index_is_current(con) and keyword_index.problems(con) == []
+        assert keyword_index.search_index_is_current(con) and keyword_index.problems(con) == []
         # The killed run is not left looking as if it were still going.
         assert con.execute("SELECT status FROM ingest_runs ORDER BY started_at").fetchall() == [
             ("completed",), ("crashed",), ("completed",)
@@ -171,12 +171,12 @@ def test_only_runs_of_dead_processes_are_marked_crashed(db):
 
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(gone.stdout)
-    with store.opened(db) as con:
+    with connection.opened(db) as con:
         for run_id, pid, host in [("mine", os.getpid(), socket.gethostname()), ("dead", dead_pid, socket.gethostname()),
                                   ("elsewhere", dead_pid, "another-host"), ("legacy", None, None)]:  # fmt: skip
             con.execute("INSERT INTO ingest_runs (run_id, status, paths, started_at, pid, host)"
                         " VALUES (?, 'running', [], current_timestamp, ?, ?)", [run_id, pid, host])  # fmt: skip
-        assert sorted(store.mark_crashed_runs(con)) == ["dead", "legacy"]
+        assert sorted(runs.mark_crashed_runs(con)) == ["dead", "legacy"]
         assert con.execute("SELECT run_id, status FROM ingest_runs ORDER BY run_id").fetchall() == [
             ("dead", "crashed"), ("elsewhere", "running"), ("legacy", "crashed"), ("mine", "running")
         ]

@@ -18,7 +18,7 @@ from newsindex.queries.evaluate import evaluate, load_labelled
 from newsindex.queries.modes import MODES
 from newsindex.queries.named import all_queries
 from newsindex.queries.search import Matcher, search
-from newsindex.warehouse import store
+from newsindex.warehouse import connection
 
 EVALSET = Path(__file__).parent / "data" / "evalset"
 # Three topics of 30 near-identical articles each, and the long article: every class is here.
@@ -130,7 +130,7 @@ def test_matcher_uses_the_keyword_index_stemmer():
     text = "Flooding closed the Café; floods returned. The flood-defence failed, said FLOOD officials."
     con = duckdb.connect()
     try:
-        store.load_extension(con, "fts")
+        connection.load_extension(con, "fts")
         stemmed = Matcher("the floods", [text], con).spans(text)
     finally:
         con.close()

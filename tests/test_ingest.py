@@ -217,14 +217,14 @@ def test_pipeline_write_failure_stops_it_and_is_raised(tmp_path):
     from newsindex.config import ChunkSettings
     from newsindex.embedding import load_encoder
     from newsindex.flows import pipeline
-    from newsindex.warehouse import store
+    from newsindex.warehouse import connection
 
     for i in range(6):
         write(tmp_path / "news" / f"s{i}.txt", f"date 2024-01-0{i + 1} Story {i}.\n\n" + "Some sentence here. " * 40)
     items = [(str(p), [path_doc_id(p)]) for p in sorted((tmp_path / "news").iterdir())]
     not_a_db = tmp_path / "folder.duckdb"
     not_a_db.mkdir()
-    with pytest.raises(store.WarehouseError, match="folder.duckdb"):
+    with pytest.raises(connection.WarehouseError, match="folder.duckdb"):
         pipeline.run(items, str(not_a_db), ChunkSettings(), load_encoder("torch-fp32"), "key", batch_chars=800)
 
 

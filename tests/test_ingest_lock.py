@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 from conftest import CORPUS
 
-from newsindex.warehouse import store
+from newsindex.warehouse import connection
 
 NEWSINDEX = str(Path(sys.executable).with_name("newsindex"))
 
@@ -57,7 +57,7 @@ def tables(db: Path) -> set[str]:
 
 def test_a_run_gives_up_after_its_bound_naming_the_holder(prefect_server, tmp_path):
     db = tmp_path / "busy.duckdb"
-    with store.ingest_lock(db):
+    with connection.ingest_lock(db):
         done = run_ingest(CORPUS, db, "--wait", "1")
         out, err = done.communicate(timeout=300)
     assert done.returncode == 1
@@ -71,7 +71,7 @@ def test_a_run_gives_up_after_its_bound_naming_the_holder(prefect_server, tmp_pa
 def test_an_overlapping_run_waits_says_so_and_then_finishes(prefect_server, tmp_path):
     db = tmp_path / "waiting.duckdb"
     stderr_file = tmp_path / "stderr.txt"
-    with stderr_file.open("w") as err, store.ingest_lock(db):
+    with stderr_file.open("w") as err, connection.ingest_lock(db):
         waiting = run_ingest(CORPUS, db, stderr=err)
         wait_for(lambda: f"newsindex: {db}: waiting for ingest run (pid {os.getpid()}" in stderr_file.read_text(),
                  240, "the second run to report that it waits")  # fmt: skip
@@ -143,8 +143,8 @@ def test_deleting_the_lock_file_while_held_keeps_others_out(tmp_path, subprocess
     db = tmp_path / "held.duckdb"
     lock = Path(f"{db}.ingest.lock")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys\nfrom newsindex.warehouse import store\n"
-         f"with store.ingest_lock({str(db)!r}):\n    print('held', flush=True)\n    sys.stdin.readline()"],
+        [sys.executable, "-c", "import sys\nfrom newsindex.warehouse import connection\n"
+         f"with connection.ingest_lock({str(db)!r}):\n    print('held', flush=True)\n    sys.stdin.readline()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=subprocess_env,
     )  # fmt: skip
     try:

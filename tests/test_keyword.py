@@ -16,12 +16,12 @@ import duckdb
 import pytest
 from conftest import EVAL_SET, write
 
-from newsindex.warehouse import keyword, store
+from newsindex.warehouse import connection, keyword, schema
 
 NEWSINDEX = str(Path(sys.executable).with_name("newsindex"))
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
-# The index as the fts extension built it before migration 004 (store.refresh_search_index then).
+# The index as the fts extension built it before migration 004 (keyword.refresh_search_index then).
 FTS_INDEX = (
     "PRAGMA create_fts_index('chunks', 'chunk_id', 'text', stemmer = 'porter', stopwords = 'english',"
     " ignore = '(\\.|[^\\p{L}\\p{N}])+', strip_accents = 1, lower = 1, overwrite = 1)"
@@ -50,7 +50,7 @@ def test_same_ranking_as_the_fts_index_on_the_eval_set(search_db, tmp_path):
     copy = tmp_path / "fts.duckdb"
     shutil.copy(search_db, copy)
     con = duckdb.connect(str(copy))
-    store.load_extension(con, "fts")
+    connection.load_extension(con, "fts")
     con.execute(FTS_INDEX)
     queries = [json.loads(line)["query"] for line in EVAL_SET.read_text(encoding="utf-8").splitlines()]
     same_top, exact = 0, 0
@@ -91,9 +91,9 @@ def test_replaced_and_removed_articles_change_the_index_at_once(ingest, tmp_path
     (news / "other.txt").unlink()
     assert ingest(news, prune=True)["removed"] == 1
     assert search(db, "Ostrava ferry", mode="keyword").hits == []
-    with store.opened(db) as con:
+    with connection.opened(db) as con:
         assert keyword.problems(con) == []
-        assert store.search_index_is_current(con)
+        assert keyword.search_index_is_current(con)
 
 
 def _doc_of(db, stem: str) -> str:
@@ -124,7 +124,7 @@ def test_date_filter_and_top_keep_k_matching_results(search_db):
     """`since` applies before `top`, so a filtered query still returns k results when k match."""
     import datetime as dt
 
-    with store.opened(search_db, read_only=True) as con:
+    with connection.opened(search_db, read_only=True) as con:
         since = dt.date(2025, 1, 1)
         everything = con.execute(
             "SELECT b.chunk_id, b.score FROM bm25_chunks('the flood rain storm', since := ?) b ORDER BY score DESC, chunk_id",
@@ -145,27 +145,27 @@ def test_fts_era_warehouse_migrates_and_is_indexed_once(search_db, tmp_path):
     postings built by the first refresh; the answers are those of a fresh build."""
     old = tmp_path / "old.duckdb"
     con = duckdb.connect(str(old))
-    for migration in store.migrations()[:3]:
+    for migration in schema.migrations()[:3]:
         con.execute(migration.sql)
     con.execute("CREATE TABLE _migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)")
-    con.executemany("INSERT INTO _migrations VALUES (?, ?, current_timestamp)", [[m.version, m.name] for m in store.migrations()[:3]])
+    con.executemany("INSERT INTO _migrations VALUES (?, ?, current_timestamp)", [[m.version, m.name] for m in schema.migrations()[:3]])
     source = duckdb.connect(str(search_db), read_only=True)
     for table in ("models", "documents", "chunks"):
         rows = source.execute(f"SELECT * FROM {table}").to_arrow_table()  # noqa: F841 (read by DuckDB)
         con.execute(f"INSERT INTO {table} SELECT * FROM rows")
     source.close()
-    store.load_extension(con, "fts")
+    connection.load_extension(con, "fts")
     con.execute(FTS_INDEX)
     con.close()
 
-    with store.opened(old) as con:
+    with connection.opened(old) as con:
         assert not con.execute("SELECT count(*) FROM duckdb_schemas() WHERE schema_name = 'fts_main_chunks'").fetchone()[0]
-        assert not store.search_index_is_current(con)
-        assert store.refresh_search_index(con) is True
-        assert store.refresh_search_index(con) is False
+        assert not keyword.search_index_is_current(con)
+        assert keyword.refresh_search_index(con) is True
+        assert keyword.refresh_search_index(con) is False
         assert keyword.problems(con) == []
         migrated = _ranked(con, NEW_TOP, "monsoon relief shelters")
-    with store.opened(search_db, read_only=True) as con:
+    with connection.opened(search_db, read_only=True) as con:
         assert migrated == _ranked(con, NEW_TOP, "monsoon relief shelters") and migrated
 
 
@@ -173,7 +173,7 @@ def test_compaction_sorts_postings_and_changes_no_answer(search_db, tmp_path, mo
     db = tmp_path / "compact.duckdb"
     shutil.copy(search_db, db)
     queries = ["monsoon relief", "rate cut inflation", "wildfire evacuation Canada", "the"]
-    with store.opened(db) as con:
+    with connection.opened(db) as con:
         # Shuffle the postings so the table is unsorted, as after many appends.
         con.execute("CREATE TEMP TABLE p AS SELECT * FROM kw_postings ORDER BY hash(chunk_no, term_id)")
         con.execute("DELETE FROM kw_postings")
@@ -183,9 +183,9 @@ def test_compaction_sorts_postings_and_changes_no_answer(search_db, tmp_path, mo
         monkeypatch.setattr(keyword, "COMPACT_MIN_APPENDED", 10)
         assert keyword.needs_compaction(con)
     monkeypatch.setattr(keyword, "COMPACT_SLICE", 300)
-    slices = keyword.compact(lambda: store.connect(db), pause=0)
+    slices = keyword.compact(lambda: connection.connect(db), pause=0)
     assert slices > 3
-    with store.opened(db) as con:
+    with connection.opened(db) as con:
         assert not keyword.needs_compaction(con)
         assert keyword.problems(con) == []
         assert {q: _ranked(con, NEW_TOP, q) for q in queries} == before
@@ -200,11 +200,11 @@ def test_index_problems_are_detected_and_repaired(search_db, tmp_path):
     a bug) is found by problems() and rebuilt by the next refresh."""
     db = tmp_path / "broken.duckdb"
     shutil.copy(search_db, db)
-    with store.opened(db) as con:
+    with connection.opened(db) as con:
         con.execute("DELETE FROM kw_chunks WHERE chunk_no = (SELECT min(chunk_no) FROM kw_chunks)")
         con.execute("UPDATE kw_postings SET tf = tf + 1 WHERE chunk_no = (SELECT max(chunk_no) FROM kw_chunks)")
         assert len(keyword.problems(con)) >= 2
-        assert store.refresh_search_index(con) is True
+        assert keyword.refresh_search_index(con) is True
         assert keyword.problems(con) == []
 
 
@@ -214,7 +214,7 @@ def test_index_problems_are_detected_and_repaired(search_db, tmp_path):
     ("e.g. U.S.A.", ["e", "g", "u", "s", "a"]),
 ])  # fmt: skip
 def test_tokenizer_keeps_letters_and_digits_of_any_script(search_db, text, words):
-    with store.opened(search_db, read_only=True) as con:
+    with connection.opened(search_db, read_only=True) as con:
         got = con.execute("SELECT list_filter(kw_tokenize(?), w -> w <> '')", [text]).fetchone()[0]
     assert got == words
 

@@ -9,46 +9,46 @@ import duckdb
 import numpy as np
 import pytest
 
-from newsindex.warehouse import store
+from newsindex.warehouse import connection, documents, keyword, runs, schema
 
 
 def test_migrations_from_an_empty_file(db):
-    con = store.connect(db)
-    applied = store.migrate(con)
-    assert applied == [f"{m.version:03d}_{m.name}" for m in store.migrations()]
+    con = connection.connect(db)
+    applied = schema.migrate(con)
+    assert applied == [f"{m.version:03d}_{m.name}" for m in schema.migrations()]
     assert applied[0] == "001_initial"
     tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     assert {"documents", "chunks", "models", "ingest_runs", "ingest_errors", "_migrations"} <= tables
-    assert store.chunk_dimension(con) == 384
+    assert documents.chunk_dimension(con) == 384
     recorded = con.execute("SELECT version, name FROM _migrations ORDER BY version").fetchall()
-    assert [(m.version, m.name) for m in store.migrations()] == recorded
+    assert [(m.version, m.name) for m in schema.migrations()] == recorded
     con.close()
 
 
 def test_second_run_is_a_no_op(db):
-    with store.opened(db) as con:
+    with connection.opened(db) as con:
         first = con.execute("SELECT version, applied_at FROM _migrations").fetchall()
-    with store.opened(db) as con:
-        assert store.migrate(con) == []
+    with connection.opened(db) as con:
+        assert schema.migrate(con) == []
         assert con.execute("SELECT version, applied_at FROM _migrations").fetchall() == first
 
 
 def test_read_only_open_refuses_missing_or_unmigrated(db):
-    with pytest.raises(store.WarehouseError, match="no warehouse here yet"):
-        store.connect(db, read_only=True)
+    with pytest.raises(connection.WarehouseError, match="no warehouse here yet"):
+        connection.connect(db, read_only=True)
     db.parent.mkdir(parents=True)
     duckdb.connect(str(db)).close()
-    with pytest.raises(store.WarehouseError, match="schema is out of date"):
-        with store.opened(db, read_only=True):
+    with pytest.raises(connection.WarehouseError, match="schema is out of date"):
+        with connection.opened(db, read_only=True):
             pass
 
 
 def test_failed_migration_on_an_empty_file_creates_nothing(db, monkeypatch):
-    broken = store.Migration(1, "initial", store.migrations()[0].sql + "\nCREATE TABLE documents (x INTEGER);")
-    monkeypatch.setattr(store, "migrations", lambda: [broken])
-    con = store.connect(db)
-    with pytest.raises(store.WarehouseError, match="migration 001_initial failed"):
-        store.migrate(con)
+    broken = schema.Migration(1, "initial", schema.migrations()[0].sql + "\nCREATE TABLE documents (x INTEGER);")
+    monkeypatch.setattr(schema, "migrations", lambda: [broken])
+    con = connection.connect(db)
+    with pytest.raises(connection.WarehouseError, match="migration 001_initial failed"):
+        schema.migrate(con)
     assert con.execute("SELECT count(*) FROM information_schema.tables").fetchone()[0] == 0
     con.close()
 
@@ -58,28 +58,28 @@ def test_failed_migration_on_an_empty_file_creates_nothing(db, monkeypatch):
 
 def _first_schema_warehouse(db, monkeypatch) -> None:
     """A warehouse as the first release made it: only 001 applied, two documents, one finished run."""
-    first = store.migrations()[0]
+    first = schema.migrations()[0]
     assert first.version == 1
     with monkeypatch.context() as patch:
-        patch.setattr(store, "migrations", lambda: [first])
-        with store.opened(db) as con:
-            store.register_model(con, "fp-old", "old-model", 384)
+        patch.setattr(schema, "migrations", lambda: [first])
+        with connection.opened(db) as con:
+            documents.register_model(con, "fp-old", "old-model", 384)
             docs = [_doc("a", ["Alpha one.", "Alpha two."]), _doc("b", ["Beta."])]
             vectors = np.eye(3, 384, dtype=np.float32)
-            store.write_documents(con, docs, vectors, "fp-old")
+            documents.write_documents(con, docs, vectors, "fp-old")
             con.execute(
                 "INSERT INTO ingest_runs (run_id, status, paths, started_at, finished_at, seen, added)"
                 " VALUES ('r1', 'completed', ['old/'], TIMESTAMP '2024-01-01 10:00', TIMESTAMP '2024-01-01 10:01', 2, 2)"
             )
 
 
-def _doc(doc_id: str, chunks: list[str]) -> store.DocumentRow:
+def _doc(doc_id: str, chunks: list[str]) -> documents.DocumentRow:
     text = " ".join(chunks)
     spans, start = [], 0
     for chunk in chunks:
         spans.append((start, start + len(chunk)))
         start += len(chunk) + 1
-    return store.DocumentRow(
+    return documents.DocumentRow(
         doc_id=doc_id, source_path=f"/old/{doc_id}.txt", format="txt", line=None, title=doc_id.upper(),
         lead=chunks[0], published=dt.date(2024, 1, 2), url=None, text=text, content_hash=f"h-{doc_id}",
         chunk_key="k", chunk_texts=chunks, chunk_spans=spans, chunk_tokens=[3] * len(chunks),
@@ -110,13 +110,13 @@ def test_first_schema_warehouse_migrates_and_keeps_its_data(db, monkeypatch):
     _first_schema_warehouse(db, monkeypatch)
     before = _dump(db)
     assert [r[0] for r in before["rows"]["_migrations"]] == [1]
-    with pytest.raises(store.WarehouseError, match="schema is out of date"):
-        with store.opened(db, read_only=True):
+    with pytest.raises(connection.WarehouseError, match="schema is out of date"):
+        with connection.opened(db, read_only=True):
             pass
 
-    with store.opened(db) as con:
+    with connection.opened(db) as con:
         assert [v for (v,) in con.execute("SELECT version FROM _migrations ORDER BY 1").fetchall()] == [
-            m.version for m in store.migrations()
+            m.version for m in schema.migrations()
         ]
         # Every old row is still there, column for column (later migrations only add columns).
         for table in ("documents", "chunks", "models", "ingest_runs", "ingest_errors"):
@@ -128,9 +128,9 @@ def test_first_schema_warehouse_migrates_and_keeps_its_data(db, monkeypatch):
         assert con.execute("SELECT count(*) FROM passages WHERE passage_filter(published, source_path, doc_id,"
                            " NULL, NULL, 'old/*', NULL)").fetchone()[0] == 3  # fmt: skip
         assert con.execute("SELECT status, pid FROM ingest_runs").fetchall() == [("completed", None)]
-        assert store.refresh_search_index(con) is True
-    with store.opened(db, read_only=True) as con:
-        assert store.stats(con)["documents"] == 2
+        assert keyword.refresh_search_index(con) is True
+    with connection.opened(db, read_only=True) as con:
+        assert runs.stats(con)["documents"] == 2
 
 
 def test_failed_migration_leaves_the_file_untouched(db, monkeypatch):
@@ -138,15 +138,15 @@ def test_failed_migration_leaves_the_file_untouched(db, monkeypatch):
     before = _dump(db)
     size = db.stat().st_size
     # The real later migrations succeed, then this one changes things and fails half-way.
-    broken = store.Migration(99, "broken", "CREATE TABLE extra (a INTEGER);\n"
+    broken = schema.Migration(99, "broken", "CREATE TABLE extra (a INTEGER);\n"
                              "ALTER TABLE documents ADD COLUMN z INTEGER;\n"
                              "DELETE FROM chunks;\n"
                              "SELECT * FROM no_such_table;")  # fmt: skip
-    real = store.migrations()
-    monkeypatch.setattr(store, "migrations", lambda: [*real, broken])
+    real = schema.migrations()
+    monkeypatch.setattr(schema, "migrations", lambda: [*real, broken])
 
-    with pytest.raises(store.WarehouseError) as failure:
-        with store.opened(db):
+    with pytest.raises(connection.WarehouseError) as failure:
+        with connection.opened(db):
             pass
     message = str(failure.value)
     assert "\n" not in message
@@ -157,8 +157,8 @@ def test_failed_migration_leaves_the_file_untouched(db, monkeypatch):
     assert not db.with_name(db.name + ".wal").exists() or db.with_name(db.name + ".wal").stat().st_size == 0
     assert db.stat().st_size == size
     # And the old warehouse still migrates once the broken migration is gone.
-    monkeypatch.setattr(store, "migrations", lambda: real)
-    with store.opened(db) as con:
+    monkeypatch.setattr(schema, "migrations", lambda: real)
+    with connection.opened(db) as con:
         assert con.execute("SELECT count(*) FROM chunks").fetchone()[0] == 3
 
 
@@ -178,15 +178,15 @@ def test_a_newer_warehouse_is_refused_by_writers_and_readers_and_left_unchanged(
 
     from conftest import SEEDS
 
-    with store.opened(db) as con:
-        store.register_model(con, "fp-new", "new-model", 384)
-        store.write_documents(con, [_doc("a", ["Alpha one.", "Alpha two."])], np.eye(2, 384, dtype=np.float32), "fp-new")
+    with connection.opened(db) as con:
+        documents.register_model(con, "fp-new", "new-model", 384)
+        documents.write_documents(con, [_doc("a", ["Alpha one.", "Alpha two."])], np.eye(2, 384, dtype=np.float32), "fp-new")
         # What a newer release did: a migration this code has never seen, which renamed a column.
         con.execute("ALTER TABLE documents RENAME COLUMN title TO headline")
         con.execute("INSERT INTO _migrations VALUES (7, 'future_schema', current_timestamp)")
         con.execute("CHECKPOINT")
     before = _files_beside(db)
-    known = max(m.version for m in store.migrations())
+    known = max(m.version for m in schema.migrations())
     expected = f"Error: {db}: made by a newer newsindex (schema 7, this one knows up to {known}); upgrade newsindex"
 
     newsindex = str(Path(sys.executable).with_name("newsindex"))
@@ -206,10 +206,10 @@ def test_a_newer_warehouse_is_refused_by_writers_and_readers_and_left_unchanged(
         assert "Traceback" not in result.stderr, command
     assert _files_beside(db) == before, "the newer warehouse must be left byte for byte as it was"
 
-    con = store.connect(db)
+    con = connection.connect(db)
     try:
-        with pytest.raises(store.WarehouseError, match="made by a newer newsindex"):
-            store.migrate(con)
+        with pytest.raises(connection.WarehouseError, match="made by a newer newsindex"):
+            schema.migrate(con)
     finally:
         con.close()
     assert _files_beside(db) == before

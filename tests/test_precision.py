@@ -188,15 +188,15 @@ def test_pipeline_hands_the_chunkers_ids_to_the_encoder(tmp_path, tokenizer):
     from newsindex.articles import path_doc_id
     from newsindex.config import ChunkSettings
     from newsindex.flows import pipeline
-    from newsindex.warehouse import store
+    from newsindex.warehouse import connection, documents
 
     items = [(str(p), [path_doc_id(p)]) for p in sorted(CORPUS.glob("*.txt"))[:4]]
     encoder = _IdsOnlyEncoder(tokenizer)
     db = tmp_path / "w.duckdb"
-    with store.opened(db) as con:
-        store.register_model(con, "fake-weights", "fake", encoder.info.dim)
+    with connection.opened(db) as con:
+        documents.register_model(con, "fake-weights", "fake", encoder.info.dim)
     outcome = pipeline.run(items, str(db), ChunkSettings(), encoder, "key", batch_chars=3000)
-    with store.opened(db, read_only=True) as con:
+    with connection.opened(db, read_only=True) as con:
         stored = con.execute("SELECT text, token_count, model FROM chunks ORDER BY doc_id, ordinal").fetchall()
     assert outcome.chunks_embedded == len(stored) == len(encoder.seen) and outcome.batches > 1
     assert {model for _, _, model in stored} == {"fake-weights"}

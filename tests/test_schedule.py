@@ -18,7 +18,7 @@ from conftest import free_port, write
 
 from newsindex.cli import cli
 from newsindex.flows.schedule import ScheduleError, check_cron, deployment_name, parse_duration
-from newsindex.warehouse import store
+from newsindex.warehouse import connection
 
 NEWSINDEX = str(Path(sys.executable).with_name("newsindex"))
 
@@ -42,8 +42,8 @@ def stored_files(db: Path) -> set[str]:
     if not db.exists():
         return set()
     try:
-        con = store.connect(db, read_only=True, wait=5)
-    except store.WarehouseError:
+        con = connection.connect(db, read_only=True, wait=5)
+    except connection.WarehouseError:
         return set()  # a run holds the file or has not created the schema yet; ask again
     try:
         return {Path(p).name for (p,) in con.execute("SELECT source_path FROM documents").fetchall()}
@@ -194,7 +194,7 @@ def test_sigterm_with_a_run_in_flight_pauses_and_a_second_server_of_it_is_refuse
     command = [NEWSINDEX, "schedule", str(inbox), "--every", "2s", "--db", str(db), "--name", name]
     env = {**subprocess_env, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
     log = (tmp_path / "schedule.log").open("w")
-    with store.ingest_lock(db), get_client(sync_client=True) as client:
+    with connection.ingest_lock(db), get_client(sync_client=True) as client:
         served = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:
 

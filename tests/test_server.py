@@ -90,7 +90,7 @@ def test_a_crashed_run_is_a_failed_flow_run(prefect_server, tmp_path):
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
     from newsindex.flows.ingest import ingest as ingest_flow
-    from newsindex.warehouse.store import WarehouseError
+    from newsindex.warehouse.connection import WarehouseError
 
     not_a_database = write(tmp_path / "notes.duckdb", "this is not a DuckDB file\n")
     run_name = f"crash-{tmp_path.name}"

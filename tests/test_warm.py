@@ -14,7 +14,7 @@ from test_ann import DIM, clustered, synthetic_warehouse
 from newsindex.queries import named, warm
 from newsindex.queries.search import Filters, _with_passages, search, vector_literal
 from newsindex.queries.session import session
-from newsindex.warehouse import store
+from newsindex.warehouse import connection
 
 QUERIES = ["Putin dismissed the warning before the Crocus attack", "flood damage after heavy rain", "election results"]
 
@@ -54,7 +54,7 @@ def synthetic(tmp_path_factory):
     vectors = clustered(rng, 3000, topics=30)
     path = tmp_path_factory.mktemp("warm") / "synthetic.duckdb"
     synthetic_warehouse(path, vectors)
-    con = store.connect(path)
+    con = connection.connect(path)
     con.execute("UPDATE documents SET published = NULL WHERE CAST(substr(doc_id, 2) AS INTEGER) % 7 = 0")
     con.close()
     picked = vectors[rng.integers(0, len(vectors), 8)] + rng.standard_normal((8, DIM)).astype(np.float32) / np.sqrt(DIM)
@@ -97,8 +97,8 @@ def test_warm_ranking_equals_the_sql_query_on_synthetic_vectors(synthetic, filte
 
 def add_article(path, doc_id: str, vector: np.ndarray, published: dt.date) -> None:
     """What an ingest does: one new article with one chunk, in one transaction."""
-    con = store.connect(path)
-    with store.transaction(con):
+    con = connection.connect(path)
+    with connection.transaction(con):
         con.execute(
             "INSERT INTO documents (doc_id, source_path, format, title, lead, published, text, content_hash, chunk_key,"
             " doc_embedding, ingested_at, updated_at) VALUES (?, ?, 'txt', ?, '', ?, 'x', 'x', 'x', ?, ?, ?)",
@@ -129,7 +129,7 @@ def test_a_warm_session_never_answers_from_vectors_older_than_the_warehouse(tmp_
         assert warm.top_chunks(after, query, 1)[0][0] == "new#0"
         assert warm.allowed_rows(con, after, dt.date(2023, 1, 1), None, None, None).sum() == 1
     # Removing it (a prune) is seen too, although no updated_at moved forward.
-    con = store.connect(path)
+    con = connection.connect(path)
     con.execute("DELETE FROM chunks WHERE doc_id = 'new'")
     con.execute("DELETE FROM documents WHERE doc_id = 'new'")
     con.close()

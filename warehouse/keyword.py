@@ -1,7 +1,7 @@
 """The BM25 keyword index: postings tables in the warehouse (migration 004), changed with the chunks.
 
 `add_documents` and `remove_documents` run inside the transaction that writes or deletes the
-chunks (store.write_documents, store.prune), so the index and the chunks commit together or not
+chunks (documents.write_documents, documents.prune), so the index and the chunks commit together or not
 at all: a crash can never leave one ahead of the other. Only the changed chunks are tokenised, so
 an ingest's index work grows with what it changed, not with the warehouse. Queries go through the
 `bm25_chunks(query)` table macro, which reads only the postings of the query's terms.
@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 
 import duckdb
 
+from newsindex.warehouse.connection import load_extension, transaction
+
 # Postings appended since the last sort before compaction pays: below this a query scans the tail
 # whole in a few milliseconds.
 COMPACT_MIN_APPENDED = 1_000_000
@@ -29,9 +31,7 @@ COMPACT_SLICE = 2_000_000
 
 def load_stemmer(con: duckdb.DuckDBPyConnection) -> None:
     """stem() comes from the fts extension; only writers need it."""
-    from newsindex.warehouse import store
-
-    store.load_extension(con, "fts")
+    load_extension(con, "fts")
 
 
 def is_built(con: duckdb.DuckDBPyConnection) -> bool:
@@ -119,8 +119,6 @@ def remove_documents(con: duckdb.DuckDBPyConnection, doc_ids: Sequence[str]) -> 
 
 def rebuild(con: duckdb.DuckDBPyConnection) -> int:
     """Index every chunk afresh, sorted by term, in one transaction; returns the postings written."""
-    from newsindex.warehouse.store import transaction
-
     load_stemmer(con)
     with transaction(con):
         # Words and terms stay: a word's stem never changes, and stop words are kept there too.
@@ -154,8 +152,6 @@ def compact(open_con: Callable[[], duckdb.DuckDBPyConnection], pause: float = 0.
     at the end of the table, slice after slice, so after a pass the table is sorted again. Rows are
     only moved, never changed, so a reader between slices (or a crash in the middle) sees the same
     index, only less well sorted; `appended` is reset by the last slice."""
-    from newsindex.warehouse.store import transaction
-
     con = open_con()
     try:
         counts = con.execute("SELECT term_id, count(*) FROM kw_postings GROUP BY term_id ORDER BY term_id").fetchall()
@@ -225,3 +221,14 @@ def problems(con: duckdb.DuckDBPyConnection) -> list[str]:
     if bad_len:
         found.append(f"{bad_len} postings carry a stale chunk length")
     return found
+
+
+def search_index_is_current(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the keyword index covers the stored chunks (is_current, under the name searches use)."""
+    return is_current(con)
+
+
+def refresh_search_index(con: duckdb.DuckDBPyConnection, force: bool = False) -> bool:
+    """Build the keyword index where it is missing or does not match the chunks; returns whether it
+    did. Writes keep it current, so this builds only once, after the migration from the fts index."""
+    return refresh(con, force)

@@ -232,7 +232,7 @@ def _status(err: BaseException) -> int:
 
     from newsindex.queries.named import QueryError
     from newsindex.queries.session import ModelMismatch
-    from newsindex.warehouse.store import WarehouseError
+    from newsindex.warehouse.connection import WarehouseError
 
     for kind, status in ((api.BadRequest, 400), (api.NotFound, 404), (api.SqlRefused, 403), (api.SqlTimeout, 408),
                          (api.NotReady, 503), (ModelMismatch, 409), (QueryError, 400), (WarehouseError, 503),
@@ -275,7 +275,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     import duckdb
 
     from newsindex.queries.named import QueryError
-    from newsindex.warehouse.store import WarehouseError
+    from newsindex.warehouse.connection import WarehouseError
 
     return (api.ApiError, QueryError, WarehouseError, duckdb.Error)
 
