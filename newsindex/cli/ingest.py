@@ -55,16 +55,12 @@ def ingest(
     run_paths = list(paths) or [str(config.DEFAULT_SEEDS)]
     db_file = str(config.db_path(db))
     with _progress(enabled=not as_json and sys.stderr.isatty()) as report:
-        ingest_flow.on_progress = report
-        try:
-            summary = ingest_flow.ingest(
-                paths=run_paths, db=db_file, prune=prune, max_tokens=max_tokens, overlap_sentences=overlap, wait=wait,
-                allow_mass_prune=allow_mass_prune,
-                workers=workers, dask_address=dask_address,
-                precision=precision,
-            )
-        finally:
-            ingest_flow.on_progress = None
+        summary = ingest_flow.run_ingest(
+            paths=run_paths, db=db_file, prune=prune, max_tokens=max_tokens, overlap_sentences=overlap, wait=wait,
+            allow_mass_prune=allow_mass_prune,
+            workers=workers, dask_address=dask_address,
+            precision=precision, on_progress=report,
+        )
     if as_json:
         click.echo(json.dumps(summary, indent=2, default=str))
     else:
