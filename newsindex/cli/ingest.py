@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 
 import click
 
@@ -43,9 +44,12 @@ def ingest(
     Uses the Prefect server from $PREFECT_API_URL or `newsindex server start` when one answers
     (the run shows in its UI); otherwise Prefect starts a temporary one for this run."""
     config.offline_env()
-    _choose_prefect_api(verbose)
-    # Prefect reads its settings at import; the summary below replaces its console lines.
+    # Environment variables, not settings: Prefect sets up its logging once, when first imported
+    # (below), and reads the console level from the environment only (no setting holds it). The
+    # summary below replaces its console lines.
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "INFO" if verbose else "CRITICAL")
+    os.environ.setdefault(*config.PREFECT_EXTRA_LOGGERS)
+    prefect_api = _choose_prefect_api(verbose)
     from newsindex.flows import ingest as ingest_flow
 
     if workers or dask_address:
@@ -54,7 +58,7 @@ def ingest(
     _show_warehouse_waits()
     run_paths = list(paths) or [str(config.DEFAULT_SEEDS)]
     db_file = str(config.db_path(db))
-    with _progress(enabled=not as_json and sys.stderr.isatty()) as report:
+    with prefect_api, _progress(enabled=not as_json and sys.stderr.isatty()) as report:
         summary = ingest_flow.run_ingest(
             paths=run_paths, db=db_file, prune=prune, max_tokens=max_tokens, overlap_sentences=overlap, wait=wait,
             allow_mass_prune=allow_mass_prune,
@@ -69,20 +73,23 @@ def ingest(
         sys.exit(1)
 
 
-def _choose_prefect_api(verbose: bool) -> None:
-    """Point Prefect at a live server before it is imported, or at none (a temporary one)."""
+def _choose_prefect_api(verbose: bool) -> AbstractContextManager:
+    """Prefect settings that point the run at a live server, or at none (Prefect then starts a
+    temporary one); the run and the Dask workers it starts read them."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     from newsindex.flows import server
 
-    os.environ.setdefault(*config.PREFECT_EXTRA_LOGGERS)
     configured = os.environ.get("PREFECT_API_URL")
     chosen = server.api_url_for_run()
     if chosen:
-        os.environ["PREFECT_API_URL"] = chosen
         if verbose:
             click.echo(f"Prefect server: {chosen}", err=True)
-    elif configured:
-        os.environ.pop("PREFECT_API_URL")
+        return temporary_settings(updates={PREFECT_API_URL: chosen})
+    if configured:
         click.echo(f"warning: no Prefect server answers at {configured}; using a temporary one for this run", err=True)
+        return temporary_settings(restore_defaults={PREFECT_API_URL})
+    return nullcontext()
 
 
 def _show_warehouse_waits() -> None:

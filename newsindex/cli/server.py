@@ -96,8 +96,8 @@ def schedule(
     with scheduling.serving_lock(chosen):
         click.echo(f"serving deployment ingest/{chosen.name} ({when}) into {chosen.parameters['db']}")
         click.echo(f"runs show at {ui}/runs; Ctrl-C or SIGTERM stops serving and pauses the schedule")
-        # Prefect configures its logging once, when first imported, from the environment: no
-        # settings context exists yet to carry this.
+        # An environment variable, not a setting: Prefect's logging reads the console level from
+        # the environment alone (no setting holds it), in this process and in each run's process.
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "INFO")
         scheduling.serve(chosen)
     click.echo(f"stopped; deployment ingest/{chosen.name} is paused")
