@@ -13,6 +13,7 @@ import os
 import re
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -29,15 +30,29 @@ from newsindex.embedding import choose_runtime, int8_info, load_encoder, model_i
 from newsindex.flows import pipeline
 from newsindex.warehouse import connection, documents, keyword, runs
 
-# Set by the CLI to drive its progress display: called as on_progress(phase, done, total, chunks)
-# with phase "reading" (files parsed of files found), "embedding" (characters stored of characters
-# to embed; chunks stored so far) or "indexing".
-on_progress: Callable[..., None] | None = None
+# The on_progress of the run_ingest call under way, if any. A context variable, not a flow
+# parameter: Prefect sends a run's parameters to its API, and a callable is none. Prefect runs the
+# flow and its in-process tasks within the caller's context, so they all see it.
+_on_progress: ContextVar[Callable[..., None] | None] = ContextVar("newsindex_ingest_progress", default=None)
 
 
 def _report(phase: str, done: int = 0, total: int = 0, chunks: int = 0) -> None:
+    on_progress = _on_progress.get()
     if on_progress:
         on_progress(phase, done, total, chunks)
+
+
+def run_ingest(on_progress: Callable[..., None] | None = None, **parameters) -> dict:
+    """Run the ingest flow with these parameters (see `ingest`) and return its summary.
+
+    `on_progress(phase, done, total, chunks)` is called as the run goes, with phase "reading"
+    (files parsed of files found), "embedding" (characters stored of characters to embed; chunks
+    stored so far) or "indexing"."""
+    token = _on_progress.set(on_progress)
+    try:
+        return ingest(**parameters)
+    finally:
+        _on_progress.reset(token)
 
 # About 100k characters (~25k tokens) per batch: a second or two of encoding, long enough that
 # sorting by length pays off and short enough that progress moves and the write lock stays brief.

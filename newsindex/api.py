@@ -585,14 +585,19 @@ class Index:
         summary; then take a fresh snapshot. `options` go to the flow (max_tokens, wait, ...). Uses
         the Prefect server `newsindex ingest` would use, else Prefect's temporary one."""
         config.offline_env()
+        # Read by Prefect once, when first imported (below): no settings context exists before.
         os.environ.setdefault(*config.PREFECT_EXTRA_LOGGERS)
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        from newsindex.flows.ingest import ingest as ingest_flow
+
+        prefect_api = contextlib.nullcontext()
         if "PREFECT_API_URL" not in os.environ:
             from newsindex.flows import server
 
             chosen = server.api_url_for_run()
             if chosen:
-                os.environ["PREFECT_API_URL"] = chosen
-        from newsindex.flows.ingest import ingest as ingest_flow
+                prefect_api = temporary_settings(updates={PREFECT_API_URL: chosen})
 
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
@@ -601,7 +606,8 @@ class Index:
         with self._lock:
             self._paused += 1
         try:
-            summary = ingest_flow(paths=[str(p) for p in paths], db=str(self.path), prune=prune, **options)
+            with prefect_api:
+                summary = ingest_flow(paths=[str(p) for p in paths], db=str(self.path), prune=prune, **options)
         finally:
             with self._lock:
                 self._paused -= 1

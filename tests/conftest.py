@@ -71,11 +71,11 @@ def free_port() -> int:
 @pytest.fixture
 def ingest(prefect_server, db):
     """Run the real ingest flow against this test's warehouse."""
-    from newsindex.flows.ingest import ingest as ingest_flow
+    from newsindex.flows.ingest import run_ingest
 
     def run(*paths, **options):
         options.setdefault("db", str(db))
-        return ingest_flow(paths=[str(p) for p in paths], **options)
+        return run_ingest(paths=[str(p) for p in paths], **options)
 
     return run
 

@@ -303,7 +303,7 @@ def test_the_run_reports_exactly_these_failures(batch):
 
 
 def test_the_cli_prints_one_line_per_failure(batch, capsys):
-    from newsindex.cli import _print_summary
+    from newsindex.cli.ingest import _print_summary
 
     _print_summary(batch.summary)
     lines = capsys.readouterr().out.splitlines()

@@ -176,16 +176,11 @@ def test_missing_path_and_duplicate_ids(ingest, db, tmp_path):
 
 
 def test_many_batches_and_parts_store_everything(ingest, db, tmp_path):
-    from newsindex.flows import ingest as ingest_flow
-
     for i in range(12):
         write(tmp_path / f"a{i:02}.txt", f"date 2024-01-{i + 1:02} Article number {i} about topic {i}.\n\n" + "More words here. " * 30)
     events: list[tuple[str, int, int, int]] = []
-    ingest_flow.on_progress = lambda phase, done, total, chunks=0: events.append((phase, done, total, chunks))
-    try:
-        summary = ingest(tmp_path, batch_chars=1500, part_chars=2500)
-    finally:
-        ingest_flow.on_progress = None
+    summary = ingest(tmp_path, batch_chars=1500, part_chars=2500,
+                     on_progress=lambda phase, done, total, chunks=0: events.append((phase, done, total, chunks)))
     # Phases in order: every file read (counted), then embedding, then the keyword index.
     phases = [e[0] for e in events]
     assert phases.index("embedding") > phases.index("reading") and phases[-1] == "indexing"

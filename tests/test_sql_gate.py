@@ -438,7 +438,7 @@ def test_control_characters_in_stored_ids_and_urls_never_reach_the_terminal(inge
 
 
 def test_the_source_line_of_a_hit_keeps_the_file_name_and_never_splits_an_escape():
-    from newsindex.cli import _where
+    from newsindex.cli.search import _where
 
     path = "/tmp/" + "deep" * 30 + "/feed\x1b[31m.jsonl"
     for width in range(30, 200):

@@ -1,0 +1,3 @@
+from newsindex.cli import main
+
+main()
