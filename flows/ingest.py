@@ -422,7 +422,9 @@ def _ingest(
 
     ensure_export(weights, "fp32")
     chunk_key = f"{settings.key()}|{info.fingerprint}"
-    with store.opened(db_file) as con:
+    # The first writer of a warehouse fixes its vector width; any later model must match it, and
+    # register_model refuses one that does not before the run writes anything.
+    with store.opened(db_file, dim=info.dim) as con:
         with store.transaction(con):
             store.register_model(con, info.fingerprint, info.name, info.dim)
             run_id = store.start_run(con, paths, _flow_run_id(), info.fingerprint)

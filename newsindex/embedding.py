@@ -62,7 +62,8 @@ def _embedding_dim(path: Path) -> int:
             continue
         values = json.loads(module_config.read_text())
         # The last module that states a width decides it: pooling keeps the encoder's, Dense changes it.
-        dim = values.get("out_features") or values.get("word_embedding_dimension") or dim
+        # sentence-transformers 6 names the pooling width `embedding_dimension`, earlier ones `word_embedding_dimension`.
+        dim = values.get("out_features") or values.get("embedding_dimension") or values.get("word_embedding_dimension") or dim
     if dim is None:
         dim = json.loads((path / "config.json").read_text())["hidden_size"]
     return int(dim)

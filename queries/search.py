@@ -148,7 +148,7 @@ def search(
         if records is None:
             # A mode's query takes the parameters it declares (hybrid has no per_doc: it always ranks articles).
             declared = {p.name for p in statement.params}
-            cursor = con.execute(statement.sql, statement.bind({k: v for k, v in params.items() if k in declared or k in (fusion or {})}))
+            cursor = con.execute(statement_sql(con, statement), statement.bind({k: v for k, v in params.items() if k in declared or k in (fusion or {})}))
             columns = [d[0] for d in cursor.description]
             records = [dict(zip(columns, row)) for row in cursor.fetchall()]
         for rank, values in enumerate(records, start=1):
@@ -227,6 +227,11 @@ def vector_literal(vector: np.ndarray) -> str:
     as a double) is the shortest decimal that reads back as the same double, hence the same float32:
     DuckDB's CAST gives the identical vector."""
     return "[" + ", ".join(map(repr, vector.astype(float).tolist())) + "]"
+
+
+def statement_sql(con: duckdb.DuckDBPyConnection, statement: named.NamedQuery) -> str:
+    """The named query's SQL for this warehouse: its vector width filled in where it needs one."""
+    return statement.sql_for(store.chunk_dimension(con)) if statement.needs_width else statement.sql
 
 
 def fill_query_vector(con: duckdb.DuckDBPyConnection, statement: named.NamedQuery, params: dict) -> dict:

@@ -33,6 +33,14 @@ def current_model_check(con: duckdb.DuckDBPyConnection) -> str | None:
     info = model_info(str(config.model_path()), config.model_name())
     own = {info.fingerprint, int8_info(info).fingerprint}
     stored = store.stored_models(con)
+    stored_width = store.chunk_dimension(con)
+    if info.dim != stored_width:
+        # Said first and with both widths: no query vector of this model can be compared with these.
+        made = f" (made by {', '.join(name for _, name, _ in stored)})" if stored else ""
+        return (
+            f"{store._path_of(con)}: stores {stored_width}-dim vectors{made}, but the configured model {info.name} "
+            f"makes {info.dim}-dim ones; set NEWSINDEX_MODEL to a {stored_width}-dim model (the one it was made with)"
+        )
     others = [(fp, name) for fp, name, _ in stored if fp not in own]
     if not others:
         if len(stored) > 1:

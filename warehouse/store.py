@@ -28,7 +28,7 @@ import duckdb
 
 from newsindex.errors import NewsindexError
 from newsindex import faults
-from newsindex.warehouse import keyword
+from newsindex.warehouse import keyword, width
 
 _LOCK_MESSAGE = "Could not set lock on file"
 # How long a writer waits for readers to let go of the file; $NEWSINDEX_LOCK_WAIT overrides it.
@@ -123,8 +123,11 @@ def _holder(message: str) -> str:
 
 
 @contextmanager
-def opened(db: str | Path, *, read_only: bool = False, wait: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A migrated connection (read-write) or a checked one (read-only), closed afterwards."""
+def opened(
+    db: str | Path, *, read_only: bool = False, wait: float | None = None, dim: int | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A migrated connection (read-write) or a checked one (read-only), closed afterwards. `dim`:
+    the vector width a new warehouse is made with (see migrate)."""
     con = connect(db, read_only=read_only, wait=wait)
     try:
         refuse_newer_schema(con, db)
@@ -133,7 +136,7 @@ def opened(db: str | Path, *, read_only: bool = False, wait: float | None = None
             if pending:
                 raise WarehouseError(f"{db}: schema is out of date; run `newsindex ingest` to migrate it")
         else:
-            migrate(con)
+            migrate(con, dim)
         yield con
     finally:
         con.close()
@@ -326,12 +329,20 @@ def pending_migrations(con: duckdb.DuckDBPyConnection) -> list[Migration]:
     return [m for m in migrations() if m.version not in applied]
 
 
-def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """Apply every pending migration in one transaction and record each; returns their names."""
+def migrate(con: duckdb.DuckDBPyConnection, dim: int | None = None) -> list[str]:
+    """Apply every pending migration in one transaction and record each; returns their names.
+
+    Migrations that create vector columns are templates of their width (warehouse/width.py). The
+    writer that creates a warehouse knows its model and passes `dim`; one that does not (delete on
+    a new file, tests) gets the configured model's width, the one the next ingest writes with."""
     refuse_newer_schema(con, _path_of(con))
     pending = pending_migrations(con)
     if not pending:
         return []
+    if dim is None and any(width.needs_width(m.sql) for m in pending):
+        from newsindex.embedding import model_info  # reads the model's files only: no torch
+
+        dim = model_info().dim
     current = None
     try:
         with transaction(con):
@@ -341,7 +352,7 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
             )
             for migration in pending:
                 current = migration
-                con.execute(migration.sql)
+                con.execute(width.render(migration.sql, dim, f"migration {migration.version:03d}_{migration.name}"))
                 con.execute(
                     "INSERT INTO _migrations VALUES (?, ?, current_timestamp)", [migration.version, migration.name]
                 )
@@ -395,18 +406,28 @@ def stored_models(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, int]]:
     ).fetchall()
 
 
+class WidthMismatch(WarehouseError):
+    """A model whose vectors are not as wide as the warehouse's vector columns."""
+
+
 def register_model(con: duckdb.DuckDBPyConnection, fingerprint: str, name: str, dim: int) -> None:
-    width = chunk_dimension(con)
-    if dim != width:
-        raise WarehouseError(f"model {name} makes {dim}-dim vectors but this warehouse stores {width}-dim ones")
+    """Record the model behind the vectors about to be written; WidthMismatch, before anything is
+    written, if its vectors do not fit the warehouse (its width was fixed by its first model)."""
+    stored = chunk_dimension(con)
+    if dim != stored:
+        raise WidthMismatch(
+            f"{_path_of(con)}: stores {stored}-dim vectors, but model {name} makes {dim}-dim ones; "
+            f"ingest with a {stored}-dim model (NEWSINDEX_MODEL) or into a new warehouse (--db)"
+        )
     con.execute("INSERT INTO models (fingerprint, name, dim) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", [fingerprint, name, dim])
 
 
 def chunk_dimension(con: duckdb.DuckDBPyConnection) -> int:
-    column_type = con.execute(
-        "SELECT data_type FROM information_schema.columns WHERE table_name = 'chunks' AND column_name = 'embedding'"
-    ).fetchone()[0]
-    return int(re.search(r"\[(\d+)\]", column_type)[1])
+    """The width of the stored vectors: the type of chunks.embedding, fixed when the warehouse was
+    made. Every search reads it, so it comes from the plan of a query that never runs, not from
+    information_schema (a scan of the whole catalog)."""
+    column = con.sql("SELECT embedding FROM chunks").types[0]
+    return int(dict(column.children)["size"])
 
 
 # --- documents and chunks -----------------------------------------------------------------------
