@@ -41,13 +41,19 @@ class ModelError(NewsindexError):
     """The configured model cannot be used (missing files, wrong shape)."""
 
 
-@lru_cache(maxsize=4)
 def model_info(model_dir: str | None = None, name: str | None = None) -> ModelInfo:
-    path = Path(model_dir) if model_dir else config.model_path()
+    """The configured model (NEWSINDEX_MODEL) unless `model_dir` names one. Resolved before the
+    cache, so a changed NEWSINDEX_MODEL is never answered with the model read before it."""
+    return _model_info(str(model_dir) if model_dir else str(config.model_path()), name or config.model_name())
+
+
+@lru_cache(maxsize=4)
+def _model_info(model_dir: str, name: str) -> ModelInfo:
+    path = Path(model_dir)
     if not (path / "modules.json").exists():
         raise ModelError(f"{path}: not a sentence-transformers model directory (no modules.json)")
     return ModelInfo(
-        name=name or config.model_name(),
+        name=name,
         path=str(path),
         dim=_embedding_dim(path),
         fingerprint=_fingerprint(path),
