@@ -306,7 +306,7 @@ def run_named(
         statements = check_statements(con, statement_sql(con, query))
         if len(statements) != 1:
             raise QueryError(f"{query.file}: a named query is one statement, this has {len(statements)}")
-        cursor = con.execute(statements[0], fill_query_vector(con, query, params))
+        cursor = con.execute(statements[0], fill_query_vector(con, query, params, db))
         emit(_columns(cursor), _batches(cursor, deadline, chosen))
 
 

@@ -122,9 +122,7 @@ def search(
         ann = False
     statement = named.get(spec.query)
     params = {"query": query, "k": k, "per_doc": per_doc, **filters.params()}
-    vector = embed_query(query) if spec.embeds else None
-    if vector is not None:
-        params["vector"] = vector_literal(vector)
+    vector = None
     if spec.side is None:
         # Enough candidates on each side for k fused articles.
         params["depth"] = max(100, 10 * k)
@@ -134,6 +132,10 @@ def search(
             problem = _model_problem(con, db)
             if problem:
                 raise ModelMismatch(problem)
+            # Only after the check: a model that did not make these vectors may not even load (no
+            # export of it yet, weights torch cannot read), and its vector could not be compared.
+            vector = embed_query(query)
+            params["vector"] = vector_literal(vector)
         if spec.keyword and not store.search_index_is_current(con):
             result.warnings.append("the keyword index is older than the stored chunks; run `newsindex ingest` to rebuild it")
         if mode != "semantic" and _has_stem(con):
@@ -180,7 +182,7 @@ _model_checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def _model_problem(con: duckdb.DuckDBPyConnection, db) -> str | None:
     if not isinstance(db, duckdb.DuckDBPyConnection):
-        return current_model_check(con)
+        return current_model_check(con, config.db_path(db))
     if con not in _model_checked:
         _model_checked[con] = current_model_check(con)
     return _model_checked[con]
@@ -234,11 +236,11 @@ def statement_sql(con: duckdb.DuckDBPyConnection, statement: named.NamedQuery) -
     return statement.sql_for(store.chunk_dimension(con)) if statement.needs_width else statement.sql
 
 
-def fill_query_vector(con: duckdb.DuckDBPyConnection, statement: named.NamedQuery, params: dict) -> dict:
+def fill_query_vector(con: duckdb.DuckDBPyConnection, statement: named.NamedQuery, params: dict, db: str | Path | None = None) -> dict:
     """Named queries that take `vector` get it from `query` when the caller did not give one."""
     if "vector" not in {p.name for p in statement.params} or params.get("vector") is not None or not params.get("query"):
         return params
-    problem = current_model_check(con)
+    problem = current_model_check(con, db)
     if problem:
         raise ModelMismatch(problem)
     return {**params, "vector": vector_literal(embed_query(params["query"]))}

@@ -161,6 +161,12 @@ def test_the_32_dim_model_is_refused_by_a_384_dim_warehouse(wide_db, tiny_model,
     assert _contents(wide_db) == before
     with pytest.raises(ModelMismatch, match=rf"^{wide_db}: stores 384-dim vectors .*, but the configured model tiny-bert-32 makes 32-dim ones"):
         search(wide_db, "flood", mode="hybrid")
+    # `newsindex serve` answers from a private copy of the file: the line still names the warehouse.
+    from newsindex.api import Index
+
+    with Index(wide_db) as index:
+        with pytest.raises(ModelMismatch, match=rf"^{wide_db}: stores 384-dim vectors .* makes 32-dim ones"):
+            index.search("flood", mode="semantic")
     # SQL without embed() still runs; embed() says why it cannot (through DuckDB, which runs it).
     assert readonly.run(wide_db, "SELECT count(*) FROM chunks")[0].rows[0][0] > 0
     with pytest.raises(duckdb.Error, match=rf"ModelMismatch: {wide_db}: stores 384-dim vectors .* makes 32-dim ones"):
