@@ -439,7 +439,9 @@ def _ingest(
 
     ensure_export(weights, "fp32")
     chunk_key = f"{settings.key()}|{info.fingerprint}"
-    with connection.opened(db_file) as con:
+    # The first writer of a warehouse fixes its vector width; any later model must match it, and
+    # register_model refuses one that does not before the run writes anything.
+    with connection.opened(db_file, dim=info.dim) as con:
         with connection.transaction(con):
             documents.register_model(con, info.fingerprint, info.name, info.dim)
             run_id = runs.start_run(con, paths, _flow_run_id(), info.fingerprint)

@@ -275,7 +275,7 @@ class Index:
             for leftover in (copy, Path(f"{copy}.wal")):
                 leftover.unlink(missing_ok=True)
         try:
-            problem = sessions.current_model_check(con)
+            problem = sessions.current_model_check(con, self.path)
             state = warm.warehouse_state(con)
             vectors = warm.load(con, state)
         except BaseException:
@@ -425,9 +425,10 @@ class Index:
         filters = searching.Filters(since=_day(since, "since"), until=_day(until, "until"), source=source or None)
         snapshot, con = self._cursor()
         warnings: list[str] = []
+        if searching.REGISTRY[mode].embeds and snapshot.model_problem:
+            # The snapshot's check names the warehouse; search() on the copy would name the copy.
+            raise searching.ModelMismatch(snapshot.model_problem)
         if mode == "semantic":
-            if snapshot.model_problem:
-                raise searching.ModelMismatch(snapshot.model_problem)
             hits = self._semantic(snapshot, con, query, k + offset, filters, per_doc)
         else:
             result = searching.search(con, query, k=k + offset, mode=mode, filters=filters, per_doc=per_doc, in_memory=False)

@@ -42,13 +42,19 @@ class ModelError(NewsindexError):
     """The configured model cannot be used (missing files, wrong shape)."""
 
 
-@lru_cache(maxsize=4)
 def model_info(model_dir: str | None = None, name: str | None = None) -> ModelInfo:
-    path = Path(model_dir) if model_dir else config.model_path()
+    """The configured model (NEWSINDEX_MODEL) unless `model_dir` names one. Resolved before the
+    cache, so a changed NEWSINDEX_MODEL is never answered with the model read before it."""
+    return _model_info(str(model_dir) if model_dir else str(config.model_path()), name or config.model_name())
+
+
+@lru_cache(maxsize=4)
+def _model_info(model_dir: str, name: str) -> ModelInfo:
+    path = Path(model_dir)
     if not (path / "modules.json").exists():
         raise ModelError(f"{path}: not a sentence-transformers model directory (no modules.json)")
     return ModelInfo(
-        name=name or config.model_name(),
+        name=name,
         path=str(path),
         dim=_embedding_dim(path),
         fingerprint=_fingerprint(path),
@@ -63,7 +69,8 @@ def _embedding_dim(path: Path) -> int:
             continue
         values = json.loads(module_config.read_text())
         # The last module that states a width decides it: pooling keeps the encoder's, Dense changes it.
-        dim = values.get("out_features") or values.get("word_embedding_dimension") or dim
+        # sentence-transformers 6 names the pooling width `embedding_dimension`, earlier ones `word_embedding_dimension`.
+        dim = values.get("out_features") or values.get("embedding_dimension") or values.get("word_embedding_dimension") or dim
     if dim is None:
         dim = json.loads((path / "config.json").read_text())["hidden_size"]
     return int(dim)

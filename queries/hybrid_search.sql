@@ -17,7 +17,8 @@
 -- return counts 0 there), then score = w * semantic + (1 - w) * keyword. bench/fusion.py compares
 -- this with RRF and other weights; bench/RESULTS.md has the figures. The passage shown for an
 -- article is its passage with the highest fused score under the same normalisation.
--- The vector is a bound text parameter cast to a constant FLOAT[384] (see semantic_search.sql).
+-- The vector is a bound text parameter cast to a constant FLOAT[{dim}], the warehouse's width
+-- filled in before the query runs (see semantic_search.sql).
 WITH filtered AS (
     -- Two branches so that an unfiltered query skips the semi-join on documents entirely.
     SELECT c.chunk_id, c.doc_id, c.embedding
@@ -32,7 +33,7 @@ WITH filtered AS (
     )
 ),
 semantic_scores AS (
-    SELECT chunk_id, doc_id, array_inner_product(embedding, CAST($vector AS FLOAT[384])) AS score FROM filtered
+    SELECT chunk_id, doc_id, array_inner_product(embedding, CAST($vector AS FLOAT[{dim}])) AS score FROM filtered
 ),
 -- The keyword side, (chunk_id, doc_id, score) for each matching passage: the one place BM25 is
 -- asked, from the postings (bm25_chunks, migration 004) under the same filters as `filtered`:
@@ -105,7 +106,7 @@ top AS (
 -- The winners' passages, semantic scores recomputed for these k articles only (cheaper than
 -- keeping every chunk's score from the scan above).
 winner_passages AS (
-    SELECT c.chunk_id, c.doc_id, array_inner_product(c.embedding, CAST($vector AS FLOAT[384])) AS score
+    SELECT c.chunk_id, c.doc_id, array_inner_product(c.embedding, CAST($vector AS FLOAT[{dim}])) AS score
     FROM chunks c WHERE c.doc_id IN (SELECT doc_id FROM top)
 ),
 -- The best-answering passage of each winner: its highest fused score, passage by passage.

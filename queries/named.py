@@ -23,6 +23,7 @@ from importlib import resources
 
 # One class for every query that cannot run, whether its parameters or its SQL are wrong.
 from newsindex.warehouse.connection import QueryError
+from newsindex.warehouse import width
 
 _PARAM = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)\s+(?P<type>text|integer|float|date|boolean)(?:\s*=\s*(?P<default>\S+))?\s*(?P<help>.*)$")
 
@@ -48,6 +49,16 @@ class NamedQuery:
     sql: str
     file: str
     internal: bool = False
+
+    @property
+    def needs_width(self) -> bool:
+        """Whether the SQL names the warehouse's vector type (`FLOAT[{dim}]`): run `sql_for(dim)`."""
+        return width.needs_width(self.sql)
+
+    def sql_for(self, dim: int | None) -> str:
+        """The statement for a warehouse of `dim`-wide vectors. A type cannot be a bound parameter,
+        so the width is the one value written into the SQL, as a checked integer (warehouse/width.py)."""
+        return width.render(self.sql, dim, self.file)
 
     def bind(self, values: dict[str, object]) -> dict[str, object]:
         """Convert and check values (strings from the command line, or Python values) for DuckDB."""
@@ -121,6 +132,7 @@ def parse(text: str, file: str) -> NamedQuery:
     if "name" not in fields or "description" not in fields:
         raise QueryError(f"{file}: a named query starts with '-- name:' and '-- description:' lines")
     internal = fields.get("internal", "false").lower() in {"true", "yes"}
+    width.check_markers(text, file)
     return NamedQuery(fields["name"], fields["description"], tuple(params), text, file, internal)
 
 

@@ -302,14 +302,14 @@ def run_readonly(
 def run_named(
     db: str | Path, query: NamedQuery, params: dict, emit: Emit, *, timeout: float | str | None = None, memory_limit: str | None = None
 ) -> None:
-    from newsindex.queries.search import fill_query_vector
+    from newsindex.queries.search import fill_query_vector, statement_sql
 
     chosen = limits(timeout, memory_limit)
     with _limited(db, chosen) as (con, deadline):
-        statements = check_statements(con, query.sql)
+        statements = check_statements(con, statement_sql(con, query))
         if len(statements) != 1:
             raise QueryError(f"{query.file}: a named query is one statement, this has {len(statements)}")
-        cursor = con.execute(statements[0], fill_query_vector(con, query, params))
+        cursor = con.execute(statements[0], fill_query_vector(con, query, params, db))
         emit(_columns(cursor), _batches(cursor, deadline, chosen))
 
 

@@ -25,6 +25,7 @@ from newsindex import config
 from newsindex.queries import named
 from newsindex.queries.modes import MODES as REGISTRY
 from newsindex.queries.session import ModelMismatch, current_model_check, session
+from newsindex.warehouse import documents
 from newsindex.warehouse import keyword as keyword_index
 from newsindex.warehouse.connection import driver_errors
 
@@ -125,9 +126,7 @@ def search(
         ann = False
     statement = named.get(spec.query)
     params = {"query": query, "k": k, "per_doc": per_doc, **filters.params()}
-    vector = embed_query(query) if spec.embeds else None
-    if vector is not None:
-        params["vector"] = vector_literal(vector)
+    vector = None
     if spec.side is None:
         # Enough candidates on each side for k fused articles.
         params["depth"] = max(100, 10 * k)
@@ -137,6 +136,10 @@ def search(
             problem = _model_problem(con, db)
             if problem:
                 raise ModelMismatch(problem)
+            # Only after the check: a model that did not make these vectors may not even load (no
+            # export of it yet, weights torch cannot read), and its vector could not be compared.
+            vector = embed_query(query)
+            params["vector"] = vector_literal(vector)
         if spec.keyword and not keyword_index.search_index_is_current(con):
             result.warnings.append("the keyword index is older than the stored chunks; run `newsindex ingest` to rebuild it")
         if mode != "semantic" and _has_stem(con):
@@ -151,7 +154,7 @@ def search(
         if records is None:
             # A mode's query takes the parameters it declares (hybrid has no per_doc: it always ranks articles).
             declared = {p.name for p in statement.params}
-            cursor = con.execute(statement.sql, statement.bind({k: v for k, v in params.items() if k in declared or k in (fusion or {})}))
+            cursor = con.execute(statement_sql(con, statement), statement.bind({k: v for k, v in params.items() if k in declared or k in (fusion or {})}))
             columns = [d[0] for d in cursor.description]
             records = [dict(zip(columns, row)) for row in cursor.fetchall()]
         for rank, values in enumerate(records, start=1):
@@ -183,7 +186,7 @@ _model_checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def _model_problem(con: duckdb.DuckDBPyConnection, db) -> str | None:
     if not isinstance(db, duckdb.DuckDBPyConnection):
-        return current_model_check(con)
+        return current_model_check(con, config.db_path(db))
     if con not in _model_checked:
         _model_checked[con] = current_model_check(con)
     return _model_checked[con]
@@ -232,11 +235,16 @@ def vector_literal(vector: np.ndarray) -> str:
     return "[" + ", ".join(map(repr, vector.astype(float).tolist())) + "]"
 
 
-def fill_query_vector(con: duckdb.DuckDBPyConnection, statement: named.NamedQuery, params: dict) -> dict:
+def statement_sql(con: duckdb.DuckDBPyConnection, statement: named.NamedQuery) -> str:
+    """The named query's SQL for this warehouse: its vector width filled in where it needs one."""
+    return statement.sql_for(documents.chunk_dimension(con)) if statement.needs_width else statement.sql
+
+
+def fill_query_vector(con: duckdb.DuckDBPyConnection, statement: named.NamedQuery, params: dict, db: str | Path | None = None) -> dict:
     """Named queries that take `vector` get it from `query` when the caller did not give one."""
     if "vector" not in {p.name for p in statement.params} or params.get("vector") is not None or not params.get("query"):
         return params
-    problem = current_model_check(con)
+    problem = current_model_check(con, db)
     if problem:
         raise ModelMismatch(problem)
     return {**params, "vector": vector_literal(embed_query(params["query"]))}

@@ -8,18 +8,20 @@
 -- param: doc text = null  Only this document id
 -- param: per_doc boolean = false  Only the best passage of each article
 -- param: vector text = null  The query's embedding as a list literal; `newsindex query` fills it in from query
--- The query vector arrives as a bound text parameter cast to FLOAT[384]: DuckDB folds the cast to a
--- constant, while embed() in a CTE or subquery is joined onto every row (3-5x slower scan) and a
--- bound FLOAT[384] list costs ~25 ms to bind.
+-- The query vector arrives as a bound text parameter cast to FLOAT[{dim}]: DuckDB folds the cast to
+-- a constant, while embed() in a CTE or subquery is joined onto every row (3-5x slower scan) and a
+-- bound FLOAT[n] list costs ~25 ms to bind. `{dim}` is the warehouse's vector width, filled in
+-- before the query runs (a type cannot be a bound parameter; warehouse/width.py checks it is an
+-- integer and fills in nothing else).
 WITH scored AS (
     -- Narrow rows (id and score) for every candidate; text is fetched for the k winners only.
     -- Vectors are L2-normalised, so the inner product is the cosine similarity.
     -- Two branches so that an unfiltered query skips the semi-join on documents entirely.
-    SELECT c.chunk_id, c.doc_id, array_inner_product(c.embedding, CAST($vector AS FLOAT[384])) AS score
+    SELECT c.chunk_id, c.doc_id, array_inner_product(c.embedding, CAST($vector AS FLOAT[{dim}])) AS score
     FROM chunks c
     WHERE $since IS NULL AND $until IS NULL AND $source IS NULL AND $doc IS NULL
     UNION ALL
-    SELECT c.chunk_id, c.doc_id, array_inner_product(c.embedding, CAST($vector AS FLOAT[384])) AS score
+    SELECT c.chunk_id, c.doc_id, array_inner_product(c.embedding, CAST($vector AS FLOAT[{dim}])) AS score
     FROM chunks c
     WHERE NOT ($since IS NULL AND $until IS NULL AND $source IS NULL AND $doc IS NULL) AND c.doc_id IN (
         SELECT d.doc_id FROM documents d

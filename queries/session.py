@@ -16,7 +16,7 @@ import duckdb
 
 from newsindex import config
 from newsindex.embedding import int8_info, model_info, query_encoder
-from newsindex.warehouse import connection, documents
+from newsindex.warehouse import connection, documents, schema
 
 # An ingest holds the file for the length of one write; waiting this long covers that.
 READ_WAIT_SECONDS = 10.0
@@ -26,13 +26,22 @@ class ModelMismatch(connection.WarehouseError):
     """The configured model is not the one that made the stored vectors."""
 
 
-def current_model_check(con: duckdb.DuckDBPyConnection) -> str | None:
-    """None when queries may be embedded with the configured model, else the reason they may not.
+def current_model_check(con: duckdb.DuckDBPyConnection, db: str | Path | None = None) -> str | None:
+    """None when queries may be embedded with the configured model, else the reason they may not
+    (naming `db`, by default the connection's file: a snapshot's caller names the real one).
     Vectors of the model's int8 export count as the model's (queries are embedded exactly either
     way), but not mixed with exact ones: their neighbours would be ranked on two scales."""
     info = model_info(str(config.model_path()), config.model_name())
     own = {info.fingerprint, int8_info(info).fingerprint}
     stored = documents.stored_models(con)
+    stored_width = documents.chunk_dimension(con)
+    if info.dim != stored_width:
+        # Said first and with both widths: no query vector of this model can be compared with these.
+        made = f" (made by {', '.join(name for _, name, _ in stored)})" if stored else ""
+        return (
+            f"{db or schema.path_of(con)}: stores {stored_width}-dim vectors{made}, but the configured model {info.name} "
+            f"makes {info.dim}-dim ones; set NEWSINDEX_MODEL to a {stored_width}-dim model (the one it was made with)"
+        )
     others = [(fp, name) for fp, name, _ in stored if fp not in own]
     if not others:
         if len(stored) > 1:
@@ -60,7 +69,7 @@ def session(
     with connection.opened(path, read_only=True, wait=READ_WAIT_SECONDS) as con:
         if keyword:
             connection.load_extension(con, "fts")
-        _register_embed(con, current_model_check(con))
+        _register_embed(con, current_model_check(con, path))
         if memory_limit:
             con.execute("SET memory_limit = ?", [memory_limit])
             con.execute("SET temp_directory = ''")

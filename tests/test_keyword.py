@@ -16,7 +16,7 @@ import duckdb
 import pytest
 from conftest import EVAL_SET, write
 
-from newsindex.warehouse import connection, keyword, schema
+from newsindex.warehouse import connection, keyword, schema, width
 
 NEWSINDEX = str(Path(sys.executable).with_name("newsindex"))
 BENCH = Path(__file__).resolve().parent.parent / "bench"
@@ -146,7 +146,7 @@ def test_fts_era_warehouse_migrates_and_is_indexed_once(search_db, tmp_path):
     old = tmp_path / "old.duckdb"
     con = duckdb.connect(str(old))
     for migration in schema.migrations()[:3]:
-        con.execute(migration.sql)
+        con.execute(width.render(migration.sql, 384, migration.name))  # the width warehouses of that era have
     con.execute("CREATE TABLE _migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)")
     con.executemany("INSERT INTO _migrations VALUES (?, ?, current_timestamp)", [[m.version, m.name] for m in schema.migrations()[:3]])
     source = duckdb.connect(str(search_db), read_only=True)

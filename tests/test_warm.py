@@ -14,7 +14,7 @@ from test_ann import DIM, clustered, synthetic_warehouse
 from newsindex.queries import named, warm
 from newsindex.queries.search import Filters, _with_passages, search, vector_literal
 from newsindex.queries.session import session
-from newsindex.warehouse import connection
+from newsindex.warehouse import connection, documents
 
 QUERIES = ["Putin dismissed the warning before the Crocus attack", "flood damage after heavy rain", "election results"]
 
@@ -64,7 +64,7 @@ def synthetic(tmp_path_factory):
 def sql_answer(con, query: np.ndarray, k: int, per_doc: bool, **filters) -> list[tuple[str, float]]:
     statement = named.get("semantic_search")
     params = statement.bind({"query": "synthetic", "vector": vector_literal(query), "k": k, "per_doc": per_doc, **filters})
-    cursor = con.execute(statement.sql, params)
+    cursor = con.execute(statement.sql_for(documents.chunk_dimension(con)), params)
     columns = [d[0] for d in cursor.description]
     return [(row[columns.index("chunk_id")], row[columns.index("score")]) for row in cursor.fetchall()]
 

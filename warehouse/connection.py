@@ -176,8 +176,11 @@ def _holder(message: str) -> str:
 
 
 @contextmanager
-def opened(db: str | Path, *, read_only: bool = False, wait: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A migrated connection (read-write) or a checked one (read-only), closed afterwards."""
+def opened(
+    db: str | Path, *, read_only: bool = False, wait: float | None = None, dim: int | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A migrated connection (read-write) or a checked one (read-only), closed afterwards. `dim`:
+    the vector width a new warehouse is made with (see schema.migrate)."""
     # Here, not at the top: the migration runner opens its transactions with this module's.
     from newsindex.warehouse import schema
 
@@ -190,7 +193,7 @@ def opened(db: str | Path, *, read_only: bool = False, wait: float | None = None
                 if pending:
                     raise WarehouseError(f"{db}: schema is out of date; run `newsindex ingest` to migrate it")
             else:
-                schema.migrate(con)
+                schema.migrate(con, dim)
             yield con
     finally:
         con.close()

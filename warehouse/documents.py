@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import duckdb
 
 from newsindex import faults
-from newsindex.warehouse import keyword
+from newsindex.warehouse import keyword, schema
 from newsindex.warehouse.connection import WarehouseError, transaction
 
 # --- models -------------------------------------------------------------------------------------
@@ -27,18 +26,28 @@ def stored_models(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, int]]:
     ).fetchall()
 
 
+class WidthMismatch(WarehouseError):
+    """A model whose vectors are not as wide as the warehouse's vector columns."""
+
+
 def register_model(con: duckdb.DuckDBPyConnection, fingerprint: str, name: str, dim: int) -> None:
-    width = chunk_dimension(con)
-    if dim != width:
-        raise WarehouseError(f"model {name} makes {dim}-dim vectors but this warehouse stores {width}-dim ones")
+    """Record the model behind the vectors about to be written; WidthMismatch, before anything is
+    written, if its vectors do not fit the warehouse (its width was fixed by its first model)."""
+    stored = chunk_dimension(con)
+    if dim != stored:
+        raise WidthMismatch(
+            f"{schema.path_of(con)}: stores {stored}-dim vectors, but model {name} makes {dim}-dim ones; "
+            f"ingest with a {stored}-dim model (NEWSINDEX_MODEL) or into a new warehouse (--db)"
+        )
     con.execute("INSERT INTO models (fingerprint, name, dim) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", [fingerprint, name, dim])
 
 
 def chunk_dimension(con: duckdb.DuckDBPyConnection) -> int:
-    column_type = con.execute(
-        "SELECT data_type FROM information_schema.columns WHERE table_name = 'chunks' AND column_name = 'embedding'"
-    ).fetchone()[0]
-    return int(re.search(r"\[(\d+)\]", column_type)[1])
+    """The width of the stored vectors: the type of chunks.embedding, fixed when the warehouse was
+    made. Every search reads it, so it comes from the plan of a query that never runs, not from
+    information_schema (a scan of the whole catalog)."""
+    column = con.sql("SELECT embedding FROM chunks").types[0]
+    return int(dict(column.children)["size"])
 
 
 # --- documents and chunks -----------------------------------------------------------------------

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import duckdb
 
+from newsindex.warehouse import width
 from newsindex.warehouse.connection import WarehouseError, transaction
 
 _MIGRATION_NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
@@ -59,12 +60,20 @@ def pending_migrations(con: duckdb.DuckDBPyConnection) -> list[Migration]:
     return [m for m in migrations() if m.version not in applied]
 
 
-def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """Apply every pending migration in one transaction and record each; returns their names."""
-    refuse_newer_schema(con, _path_of(con))
+def migrate(con: duckdb.DuckDBPyConnection, dim: int | None = None) -> list[str]:
+    """Apply every pending migration in one transaction and record each; returns their names.
+
+    Migrations that create vector columns are templates of their width (warehouse/width.py). The
+    writer that creates a warehouse knows its model and passes `dim`; one that does not (delete on
+    a new file, tests) gets the configured model's width, the one the next ingest writes with."""
+    refuse_newer_schema(con, path_of(con))
     pending = pending_migrations(con)
     if not pending:
         return []
+    if dim is None and any(width.needs_width(m.sql) for m in pending):
+        from newsindex.embedding import model_info  # reads the model's files only: no torch
+
+        dim = model_info().dim
     current = None
     try:
         with transaction(con):
@@ -74,17 +83,17 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
             )
             for migration in pending:
                 current = migration
-                con.execute(migration.sql)
+                con.execute(width.render(migration.sql, dim, f"migration {migration.version:03d}_{migration.name}"))
                 con.execute(
                     "INSERT INTO _migrations VALUES (?, ?, current_timestamp)", [migration.version, migration.name]
                 )
     except duckdb.Error as err:
-        path = _path_of(con)
+        path = path_of(con)
         step = f"migration {current.version:03d}_{current.name}" if current else "migrating"
         first_line = str(err).strip().splitlines()[0]
         raise WarehouseError(f"{path}: {step} failed ({first_line}); the warehouse was left unchanged") from None
     return [f"{m.version:03d}_{m.name}" for m in pending]
 
 
-def _path_of(con: duckdb.DuckDBPyConnection) -> str:
+def path_of(con: duckdb.DuckDBPyConnection) -> str:
     return con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0]

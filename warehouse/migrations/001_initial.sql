@@ -2,7 +2,10 @@
 -- documents hold one row per article with its full text (chunk offsets point into it);
 -- chunks hold the embedded passages; models identify the weights behind every vector;
 -- ingest_runs and ingest_errors record what each run did and which inputs it rejected.
--- Vector columns have the width of all-MiniLM-L6-v2; a model of another width needs a new warehouse.
+-- Vector columns have the width of the model that creates the warehouse: `{dim}` is filled in with
+-- that model's width (a checked integer, warehouse/width.py) because a column type cannot be a bound
+-- parameter. Warehouses made before this was a template have FLOAT[384] and keep it; a model of
+-- another width needs a new warehouse.
 
 CREATE TABLE models (
     fingerprint   VARCHAR PRIMARY KEY,   -- SHA-256 prefix of the weights file
@@ -23,7 +26,7 @@ CREATE TABLE documents (
     text         VARCHAR NOT NULL,
     content_hash VARCHAR NOT NULL,       -- of title, lead, date, url and text
     chunk_key    VARCHAR NOT NULL,       -- chunker settings and model that made the chunks
-    doc_embedding FLOAT[384] NOT NULL,   -- normalised mean of its chunk vectors (for related documents)
+    doc_embedding FLOAT[{dim}] NOT NULL,   -- normalised mean of its chunk vectors (for related documents)
     ingested_at  TIMESTAMP NOT NULL,     -- first stored
     updated_at   TIMESTAMP NOT NULL      -- last replaced
 );
@@ -36,7 +39,7 @@ CREATE TABLE chunks (
     char_start  INTEGER NOT NULL,        -- documents.text[char_start + 1 : char_end] in SQL
     char_end    INTEGER NOT NULL,
     token_count INTEGER NOT NULL,
-    embedding   FLOAT[384] NOT NULL,     -- L2-normalised
+    embedding   FLOAT[{dim}] NOT NULL,     -- L2-normalised
     model       VARCHAR NOT NULL         -- models.fingerprint
 );
 
