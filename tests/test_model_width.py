@@ -6,6 +6,7 @@ refused writer or reader gets one line naming the file and both widths, and noth
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 
 from conftest import CORPUS, rows
 from newsindex.embedding import model_info
+from newsindex.errors import NewsindexError
 from newsindex.queries import named, readonly
 from newsindex.queries.search import search
 from newsindex.queries.session import ModelMismatch
@@ -134,7 +136,7 @@ def test_a_384_dim_model_is_refused_by_the_32_dim_warehouse(tiny_db, articles, s
     assert str(refused.value) == expected
     assert _contents(tiny_db) == before
 
-    with pytest.raises(ModelMismatch, match=rf"^{tiny_db}: stores 32-dim vectors \(made by tiny-bert-32\), but the configured model \S+ makes 384-dim ones; "):
+    with pytest.raises(ModelMismatch, match=rf"^{re.escape(str(tiny_db))}: stores 32-dim vectors \(made by tiny-bert-32\), but the configured model \S+ makes 384-dim ones; "):
         search(tiny_db, "flood", mode="semantic")
 
     # What a user sees: one line, no traceback, the file as it was.
@@ -156,20 +158,22 @@ def test_the_32_dim_model_is_refused_by_a_384_dim_warehouse(wide_db, tiny_model,
     assert _vector_types(wide_db) == {"chunks.embedding": "FLOAT[384]", "documents.doc_embedding": "FLOAT[384]"}
     before = _contents(wide_db)
     monkeypatch.setenv("NEWSINDEX_MODEL", str(tiny_model))
-    with pytest.raises(documents.WidthMismatch, match=rf"^{wide_db}: stores 384-dim vectors, but model tiny-bert-32 makes 32-dim ones; "):
+    with pytest.raises(documents.WidthMismatch, match=rf"^{re.escape(str(wide_db))}: stores 384-dim vectors, but model tiny-bert-32 makes 32-dim ones; "):
         _ingest([articles], wide_db)
     assert _contents(wide_db) == before
-    with pytest.raises(ModelMismatch, match=rf"^{wide_db}: stores 384-dim vectors .*, but the configured model tiny-bert-32 makes 32-dim ones"):
+    with pytest.raises(ModelMismatch, match=rf"^{re.escape(str(wide_db))}: stores 384-dim vectors .*, but the configured model tiny-bert-32 makes 32-dim ones"):
         search(wide_db, "flood", mode="hybrid")
     # `newsindex serve` answers from a private copy of the file: the line still names the warehouse.
     from newsindex.api import Index
 
     with Index(wide_db) as index:
-        with pytest.raises(ModelMismatch, match=rf"^{wide_db}: stores 384-dim vectors .* makes 32-dim ones"):
-            index.search("flood", mode="semantic")
+        for mode in ("semantic", "hybrid"):
+            with pytest.raises(ModelMismatch, match=rf"^{re.escape(str(wide_db))}: stores 384-dim vectors .* makes 32-dim ones"):
+                index.search("flood", mode=mode)
+        assert index.search("flood", mode="keyword")  # BM25 needs no query vector
     # SQL without embed() still runs; embed() says why it cannot (through DuckDB, which runs it).
     assert readonly.run(wide_db, "SELECT count(*) FROM chunks")[0].rows[0][0] > 0
-    with pytest.raises(duckdb.Error, match=rf"ModelMismatch: {wide_db}: stores 384-dim vectors .* makes 32-dim ones"):
+    with pytest.raises(NewsindexError, match=rf"ModelMismatch: {re.escape(str(wide_db))}: stores 384-dim vectors .* makes 32-dim ones"):
         readonly.run(wide_db, "SELECT embed('flood')")
 
 
