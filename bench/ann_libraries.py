@@ -7,13 +7,18 @@ the exact top 10, and how many of k=10 results come back under a published-date 
     .venv/bin/python bench/ann_libraries.py --chunks 20000   # quick
 
 Candidates:
-- queries/ann.py as shipped, built through its public open_index() from a DuckDB file;
+- queries/ann.py as shipped, built through its public open_index() from a DuckDB file (its build
+  time includes reading the chunks from DuckDB and writing the cache; the others' do not);
 - DuckDB's vss extension: an HNSW index on the array column, queried with
   WHERE ... ORDER BY array_negative_inner_product(...) LIMIT k;
 - usearch HNSW: its Python search() takes no filter, so k*10 are fetched and filtered after;
 - faiss HNSWFlat with an IDSelectorRange in SearchParametersHNSW;
-- faiss IVFFlat with an IDSelectorRange, once at nprobe 32 ("raw") and with the same rule as
-  queries/ann.py (every list when few chunks pass, otherwise nprobe doubled until k pass).
+- faiss IVFFlat with an IDSelectorRange at nprobe 32 and nothing more ("raw"): queries/ann.py is
+  this plus its rule for k (every list when few chunks pass, otherwise nprobe doubled until k pass).
+  Before issue 10 queries/ann.py was an IVF of its own in NumPy; bench/RESULTS.md has both.
+
+usearch and the vss extension are not dependencies of newsindex (faiss-cpu is): a candidate whose
+library is missing is one line; `pip install usearch==2.26.6 duckdb-extension-vss==1.5.5` adds them.
 
 Vectors are generated: 1000 topics, each chunk its topic's centre plus noise (cosine ~0.7 to it), five
 chunks to an article and one article a day, so a date window is a contiguous run of rows unrelated
@@ -189,7 +194,7 @@ def faiss_hnsw(vectors, days, folder: Path):
     return built, search
 
 
-def faiss_ivf(vectors, days, folder: Path, escalate: bool):
+def faiss_ivf(vectors, days, folder: Path):
     import faiss
 
     faiss.omp_set_num_threads(os.cpu_count() or 1)
@@ -204,16 +209,12 @@ def faiss_ivf(vectors, days, folder: Path, escalate: bool):
     faiss.omp_set_num_threads(1)
 
     def search(q, window):
-        selector = faiss.IDSelectorRange(*_range(days, window)) if window else None
-        passing = (selector.imax - selector.imin) if window else len(vectors)
-        nprobe = lists if escalate and window and passing <= 20_000 else min(32, lists)
-        while True:
-            params = faiss.SearchParametersIVF(nprobe=nprobe, sel=selector) if selector else faiss.SearchParametersIVF(nprobe=nprobe)
-            _, ids = index.search(q[None], K, params=params)
-            found = [int(i) for i in ids[0] if i >= 0]
-            if not escalate or len(found) >= min(K, passing) or nprobe >= lists:
-                return found
-            nprobe = min(lists, nprobe * 2)
+        params = faiss.SearchParametersIVF(nprobe=min(32, lists))
+        if window:
+            selector = faiss.IDSelectorRange(*_range(days, window), True)
+            params.sel = selector
+        _, ids = index.search(q[None], K, params=params)
+        return [int(i) for i in ids[0] if i >= 0]
 
     return built, search
 
@@ -223,8 +224,7 @@ CANDIDATES = {
     "duckdb vss HNSW": vss,
     "usearch HNSW (fetch 10k, filter)": usearch_hnsw,
     "faiss HNSWFlat + IDSelector": faiss_hnsw,
-    "faiss IVFFlat + IDSelector, raw": lambda v, d, f: faiss_ivf(v, d, f, escalate=False),
-    "faiss IVFFlat + IDSelector, escalating": lambda v, d, f: faiss_ivf(v, d, f, escalate=True),
+    "faiss IVFFlat + IDSelector, raw": faiss_ivf,
 }
 
 
@@ -248,7 +248,11 @@ def main() -> None:
             if args.only and not any(part in name for part in args.only):
                 continue
             with threadpool_limits(limits=1):
-                built, search = make(vectors, days, Path(tmp))
+                try:
+                    built, search = make(vectors, days, Path(tmp))
+                except ModuleNotFoundError as missing:
+                    print(f"{name:42} not installed ({missing.name})", flush=True)
+                    continue
                 cells = []
                 for label, window in [("all", None), *spans.items()]:
                     times, counts, recalls = [], [], []
