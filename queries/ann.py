@@ -37,6 +37,8 @@ NPROBE = 32
 # Below this many chunks passing a date filter, scanning them all is cheaper than probing.
 EXACT_BELOW = 20_000
 _NO_DATE = np.iinfo(np.int32).min
+# Written into meta.json: a cache left by another layout (the NumPy IVF before faiss) is rebuilt.
+FORMAT = "faiss-ivfflat-1"
 _EPOCH = dt.date(1970, 1, 1)
 # What ingestion changes when it adds, replaces or prunes documents; cheap to read on every open.
 _STATE_SQL = "SELECT (SELECT count(*) FROM chunks), (SELECT count(*) FROM documents), (SELECT max(updated_at) FROM documents)::VARCHAR"
@@ -108,7 +110,8 @@ def open_index(con: duckdb.DuckDBPyConnection, db: Path) -> VectorIndex:
 
 def _built_for(folder: Path, state: list) -> bool:
     try:
-        return json.loads((folder / "meta.json").read_text()).get("state") == state
+        meta = json.loads((folder / "meta.json").read_text())
+        return meta.get("state") == state and meta.get("format") == FORMAT
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -180,7 +183,7 @@ def build_index(con: duckdb.DuckDBPyConnection, folder: Path, state: list, seed:
                 raise OSError(errno.EIO, "could not write the faiss index") from None
         np.save(tmp / "chunk_ids.npy", np.asarray(table.column("chunk_id").to_pylist(), dtype=str))
         np.save(tmp / "published.npy", table.column("days").to_numpy().astype(np.int32))
-        (tmp / "meta.json").write_text(json.dumps({"state": state, "chunks": n, "lists": ivf.nlist if ivf else 0}))
+        (tmp / "meta.json").write_text(json.dumps({"state": state, "format": FORMAT, "chunks": n, "lists": ivf.nlist if ivf else 0}))
         # The old index moves aside first: rename cannot replace a folder that has files in it.
         old = Path(tempfile.mkdtemp(prefix=folder.name + ".old-", dir=folder.parent))
         if folder.exists():
