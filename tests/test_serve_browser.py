@@ -1,5 +1,5 @@
-"""The search page in a real browser: Debian's chromium driven by Selenium through chromium-driver,
-against a real `newsindex serve` process. `.ci/run` installs both with apt-get and sets
+"""The search page and the API docs in a real browser: Debian's chromium driven by Selenium through
+chromium-driver, against a real `newsindex serve` process, with no host but 127.0.0.1 resolvable. `.ci/run` installs both with apt-get and sets
 NEWSINDEX_BROWSER_TEST=required, so there a missing browser fails instead of skipping."""
 
 from __future__ import annotations
