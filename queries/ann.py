@@ -1,18 +1,22 @@
-"""Approximate semantic search (`newsindex search --ann`): an inverted-file (IVF) index in NumPy.
+"""Approximate semantic search (`newsindex search --ann`): faiss's inverted-file index (IVFFlat).
 
 The vectors are grouped by their nearest of ~sqrt(N) k-means centroids; a query scores the
 centroids, then only the vectors of the `nprobe` closest groups. The index is a cache in
 `<warehouse>.ann/`, built from the chunks table on first use and rebuilt whenever the chunks
 changed; the warehouse stays the source of truth, and the exact SQL scan stays the default.
 
-Filters: published-date filters are applied to the index's own copy of each chunk's date, probing
-more groups until k chunks pass; a filter that leaves few chunks is answered by an exact scan of
-those chunks. Source and document filters and per-article results use the exact SQL query.
+Filters: the index numbers the chunks in published-date order, so a date window is one range of
+ids, which faiss skips outside of while it scans (an IDSelectorRange). What faiss does not promise
+is k results: the groups probed may hold fewer than k chunks that pass. So a search with too few
+is repeated with twice the groups until k pass, and a window that leaves few chunks probes every
+group, which is an exact scan of those chunks. Source and document filters and per-article results
+use the exact SQL query. (Why faiss and not the vss extension or usearch: README, `--ann`.)
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import fcntl
 import json
 import os
@@ -23,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import faiss
 import numpy as np
 
 from newsindex.warehouse import connection
@@ -32,6 +37,8 @@ NPROBE = 32
 # Below this many chunks passing a date filter, scanning them all is cheaper than probing.
 EXACT_BELOW = 20_000
 _NO_DATE = np.iinfo(np.int32).min
+# Written into meta.json: a cache left by another layout (the NumPy IVF before faiss) is rebuilt.
+FORMAT = "faiss-ivfflat-1"
 _EPOCH = dt.date(1970, 1, 1)
 # What ingestion changes when it adds, replaces or prunes documents; cheap to read on every open.
 _STATE_SQL = "SELECT (SELECT count(*) FROM chunks), (SELECT count(*) FROM documents), (SELECT max(updated_at) FROM documents)::VARCHAR"
@@ -39,11 +46,26 @@ _STATE_SQL = "SELECT (SELECT count(*) FROM chunks), (SELECT count(*) FROM docume
 
 @dataclass
 class VectorIndex:
-    centroids: np.ndarray  # (lists, dim) float32
-    offsets: np.ndarray  # (lists + 1,) int64: group i is rows offsets[i]:offsets[i+1]
-    vectors: np.ndarray  # (chunks, dim) float32, grouped by centroid
-    chunk_ids: np.ndarray  # (chunks,) str
-    published: np.ndarray  # (chunks,) int32 days since 1970-01-01, _NO_DATE when unknown
+    ivf: faiss.IndexIVFFlat | None  # ids are row numbers below; None when there are no chunks
+    chunk_ids: np.ndarray  # (chunks,) str, in published order
+    published: np.ndarray  # (chunks,) int32 days since 1970-01-01, ascending; _NO_DATE (first) when unknown
+
+    @property
+    def centroids(self) -> np.ndarray:
+        if self.ivf is None:
+            return np.zeros((0, 0), np.float32)
+        return self.ivf.quantizer.reconstruct_n(0, self.ivf.nlist)
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """Every stored vector, row i being chunk_ids[i]: a copy out of faiss's lists, for tests and bench/."""
+        from faiss.contrib.inspect_tools import get_invlist
+
+        out = np.zeros((len(self.chunk_ids), self.ivf.d if self.ivf else 0), np.float32)
+        for group in range(self.ivf.nlist if self.ivf else 0):
+            rows, codes = get_invlist(self.ivf.invlists, group)
+            out[rows] = codes.view(np.float32).reshape(len(rows), self.ivf.d)
+        return out
 
 
 def index_dir(db: Path) -> Path:
@@ -72,12 +94,11 @@ def open_index(con: duckdb.DuckDBPyConnection, db: Path) -> VectorIndex:
         return _open[folder][1]
     if not _built_for(folder, state):
         _build_once(con, db, folder, state)
+    stored = folder / "ivf.faiss"
     index = VectorIndex(
-        np.load(folder / "centroids.npy"),
-        np.load(folder / "offsets.npy"),
         # Read whole, not memory-mapped: a probe touches ~3% of the rows, scattered over the file,
-        # and page faults on them cost more than the arithmetic (84 ms vs ~5 ms at 1M chunks).
-        np.load(folder / "vectors.npy"),
+        # and page faults on them cost more than the arithmetic (bench/RESULTS.md, issue 6).
+        faiss.read_index(str(stored)) if stored.exists() else None,
         np.load(folder / "chunk_ids.npy"),
         np.load(folder / "published.npy"),
     )
@@ -89,7 +110,8 @@ def open_index(con: duckdb.DuckDBPyConnection, db: Path) -> VectorIndex:
 
 def _built_for(folder: Path, state: list) -> bool:
     try:
-        return json.loads((folder / "meta.json").read_text()).get("state") == state
+        meta = json.loads((folder / "meta.json").read_text())
+        return meta.get("state") == state and meta.get("format") == FORMAT
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -132,39 +154,36 @@ def _why_not_writable(folder: Path) -> str | None:
 
 
 def build_index(con: duckdb.DuckDBPyConnection, folder: Path, state: list, seed: int = 0) -> None:
-    """k-means on a sample, every vector to its nearest centroid, files written to a temporary
-    folder of this build's own and renamed into place, so a reader never sees half an index and
-    two builders never write into one folder."""
+    """faiss's k-means on a sample, every vector to its nearest centroid, files written to a
+    temporary folder of this build's own and renamed into place, so a reader never sees half an
+    index and two builders never write into one folder."""
     table = con.execute(
         "SELECT c.chunk_id, c.embedding, coalesce(date_diff('day', DATE '1970-01-01', d.published), $none)::INTEGER AS days"
-        " FROM chunks c JOIN documents d USING (doc_id) ORDER BY c.chunk_id",
+        " FROM chunks c JOIN documents d USING (doc_id) ORDER BY days, c.chunk_id",
         {"none": int(_NO_DATE)},
     ).to_arrow_table()
     n = table.num_rows
-    dim = table.schema.field("embedding").type.list_size if n else 384
-    vectors = table.column("embedding").combine_chunks().values.to_numpy().reshape(n, dim) if n else np.zeros((0, dim), np.float32)
-    lists = max(1, int(np.sqrt(n)))
-    rng = np.random.default_rng(seed)
-    sample = vectors[rng.choice(n, size=min(n, 40 * lists), replace=False)] if n else vectors
-    centroids = sample[rng.choice(len(sample), size=min(lists, len(sample)), replace=False)].copy() if n else np.zeros((1, dim), np.float32)
-    for _ in range(10):
-        nearest = _nearest(sample, centroids)
-        for i in range(len(centroids)):
-            members = sample[nearest == i]
-            if len(members):
-                mean = members.mean(0)
-                centroids[i] = mean / max(np.linalg.norm(mean), 1e-12)
-    nearest = _nearest(vectors, centroids)
-    order = np.argsort(nearest, kind="stable")
-    offsets = np.concatenate([[0], np.cumsum(np.bincount(nearest, minlength=len(centroids)))]).astype(np.int64)
+    ivf = None
+    if n:
+        dim = table.schema.field("embedding").type.list_size
+        vectors = np.ascontiguousarray(table.column("embedding").combine_chunks().values.to_numpy().reshape(n, dim), dtype=np.float32)
+        lists = max(1, int(np.sqrt(n)))
+        ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
+        # Our own sample, so that faiss neither samples again nor warns on stderr about small ones.
+        ivf.cp.seed, ivf.cp.min_points_per_centroid, ivf.cp.max_points_per_centroid = seed, 1, 1 << 30
+        rng = np.random.default_rng(seed)
+        ivf.train(vectors[np.sort(rng.choice(n, size=min(n, 40 * lists), replace=False))])
+        ivf.add(vectors)  # ids 0..n-1: the rows in published order
     tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".building-", dir=folder.parent))
     try:
-        np.save(tmp / "centroids.npy", centroids.astype(np.float32))
-        np.save(tmp / "offsets.npy", offsets)
-        np.save(tmp / "vectors.npy", np.ascontiguousarray(vectors[order], dtype=np.float32))
-        np.save(tmp / "chunk_ids.npy", np.asarray(table.column("chunk_id").to_pylist(), dtype=str)[order])
-        np.save(tmp / "published.npy", table.column("days").to_numpy().astype(np.int32)[order])
-        (tmp / "meta.json").write_text(json.dumps({"state": state, "chunks": n, "lists": len(centroids)}))
+        if ivf is not None:
+            try:
+                faiss.write_index(ivf, str(tmp / "ivf.faiss"))
+            except RuntimeError:  # how faiss reports a failed write (a full disk)
+                raise OSError(errno.EIO, "could not write the faiss index") from None
+        np.save(tmp / "chunk_ids.npy", np.asarray(table.column("chunk_id").to_pylist(), dtype=str))
+        np.save(tmp / "published.npy", table.column("days").to_numpy().astype(np.int32))
+        (tmp / "meta.json").write_text(json.dumps({"state": state, "format": FORMAT, "chunks": n, "lists": ivf.nlist if ivf else 0}))
         # The old index moves aside first: rename cannot replace a folder that has files in it.
         old = Path(tempfile.mkdtemp(prefix=folder.name + ".old-", dir=folder.parent))
         if folder.exists():
@@ -175,53 +194,32 @@ def build_index(con: duckdb.DuckDBPyConnection, folder: Path, state: list, seed:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _nearest(vectors: np.ndarray, centroids: np.ndarray, step: int = 65_536) -> np.ndarray:
-    out = np.empty(len(vectors), dtype=np.int64)
-    for start in range(0, len(vectors), step):
-        out[start : start + step] = np.argmax(vectors[start : start + step] @ centroids.T, axis=1)
-    return out
-
-
 def nearest_chunks(
     index: VectorIndex, query: np.ndarray, k: int, since: dt.date | None = None, until: dt.date | None = None, nprobe: int = NPROBE
 ) -> list[tuple[str, float]]:
     """Up to k (chunk_id, score) pairs, best first; k whenever k chunks pass the date filter."""
-    filtered = since is not None or until is not None
-    if filtered:
-        low = (since - _EPOCH).days if since else _NO_DATE + 1
-        high = (until - _EPOCH).days if until else np.iinfo(np.int32).max
-        allowed = (index.published >= low) & (index.published <= high)
-        passing = int(allowed.sum())
-        if passing <= max(EXACT_BELOW, k):
-            rows = np.flatnonzero(allowed)
-            return _top(index, rows, index.vectors[rows] @ query, k)
-    order = np.argsort(-(index.centroids @ query))
-    # Probe the closest groups; with a filter keep going until k chunks that pass have been seen.
-    # Each group is a contiguous slice of the (memory-mapped) vectors: scored in place, no copy.
-    row_parts, score_parts, seen, probed = [], [], 0, 0
-    for group in order:
-        start, end = int(index.offsets[group]), int(index.offsets[group + 1])
-        rows = np.arange(start, end)
-        scores = index.vectors[start:end] @ query
-        if filtered:
-            keep = allowed[start:end]
-            rows, scores = rows[keep], scores[keep]
-        row_parts.append(rows)
-        score_parts.append(scores)
-        seen += len(rows)
-        probed += 1
-        if probed >= nprobe and seen >= k:
-            break
-    if not row_parts:
+    ivf = index.ivf
+    if ivf is None:
         return []
-    return _top(index, np.concatenate(row_parts), np.concatenate(score_parts), k)
-
-
-def _top(index: VectorIndex, rows: np.ndarray, scores: np.ndarray, k: int) -> list[tuple[str, float]]:
-    if len(rows) > k:
-        keep = np.argpartition(-scores, k - 1)[:k]
-        rows, scores = rows[keep], scores[keep]
-    ids = index.chunk_ids[rows]
-    ranked = sorted(zip((-scores).tolist(), ids.tolist()))
+    low = int(np.searchsorted(index.published, (since - _EPOCH).days, "left")) if since else 0
+    high = int(np.searchsorted(index.published, (until - _EPOCH).days, "right")) if until else len(index.published)
+    if since is not None or until is not None:  # a chunk of unknown date passes no date filter
+        low = max(low, int(np.searchsorted(index.published, _NO_DATE, "right")))
+    passing = max(0, high - low)
+    if passing == 0:
+        return []
+    # assume_sorted: each list holds its ids in the order they were added (ascending), so faiss
+    # finds the range in each list by bisection instead of testing every id.
+    selector = faiss.IDSelectorRange(low, high, True) if passing < ivf.ntotal else None
+    # Every group when few chunks pass: that is an exact scan of them.
+    probes = ivf.nlist if selector is not None and passing <= max(EXACT_BELOW, k) else min(nprobe, ivf.nlist)
+    query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
+    while True:
+        params = faiss.SearchParametersIVF(nprobe=probes, sel=selector) if selector else faiss.SearchParametersIVF(nprobe=probes)
+        scores, rows = ivf.search(query, k, params=params)
+        found = [(float(score), int(row)) for score, row in zip(scores[0], rows[0]) if row >= 0]
+        if len(found) >= min(k, passing) or probes >= ivf.nlist:
+            break
+        probes = min(ivf.nlist, probes * 2)
+    ranked = sorted((-score, str(index.chunk_ids[row])) for score, row in found)
     return [(chunk_id, -negative) for negative, chunk_id in ranked]
-

@@ -135,6 +135,23 @@ def test_index_is_rebuilt_when_the_chunks_change(tmp_path):
     assert not any(c.startswith("d00000#") for c in second.chunk_ids.tolist())
 
 
+def test_a_cache_of_another_layout_is_rebuilt(tmp_path):
+    # The NumPy IVF's folder (before faiss) had the same state in meta.json and no ivf.faiss.
+    import json
+
+    path = tmp_path / "w.duckdb"
+    synthetic_warehouse(path, clustered(np.random.default_rng(2), 200, topics=5))
+    con = duckdb.connect(str(path), read_only=True)
+    folder = ann.index_dir(path)
+    folder.mkdir()
+    (folder / "meta.json").write_text(json.dumps({"state": ann.warehouse_state(con), "chunks": 200, "lists": 14}))
+    ann._open.clear()
+    index = ann.open_index(con, path)
+    con.close()
+    assert len(index.chunk_ids) == 200 and (folder / "ivf.faiss").is_file()
+    assert len(ann.nearest_chunks(index, index.vectors[0], 10)) == 10
+
+
 def test_ann_on_a_small_warehouse_equals_the_exact_search(search_db):
     # Fewer lists than NPROBE: every vector is scored, so the answer is the exact one.
     query = "Putin dismissed the warning before the Crocus attack"

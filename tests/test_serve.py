@@ -209,6 +209,24 @@ def test_openapi_docs(served):
     assert served.get("/docs").status_code == 200
 
 
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_api_docs_load_nothing_from_another_host(served, page):
+    import re
+
+    html = served.get(page)
+    assert html.status_code == 200 and "text/html" in html.headers["content-type"]
+    # Every script, stylesheet and icon the page names is a path on this server, and it is served.
+    assets = re.findall(r'(?:src|href)=["\']([^"\']+)["\']', html.text)
+    assert len(assets) >= 2, html.text
+    assert not re.search(r'["\'(]\s*(?:https?:)?//', html.text), html.text
+    kinds = {".js": "javascript", ".css": "text/css", ".png": "image/png"}
+    for url in assets:
+        assert url.startswith("/"), url
+        response = served.get(url)
+        assert response.status_code == 200 and len(response.content) > 1000, url
+        assert kinds[Path(url).suffix] in response.headers["content-type"], (url, response.headers["content-type"])
+
+
 def test_search_page_and_article_page(served, search_db):
     page = served.get("/", params={"q": "flash floods Romania", "mode": "semantic", "since": "2024-01-01"})
     assert page.status_code == 200

@@ -1,5 +1,5 @@
-"""The search page in a real browser: Debian's chromium driven by Selenium through chromium-driver,
-against a real `newsindex serve` process. `.ci/run` installs both with apt-get and sets
+"""The search page and the API docs in a real browser: Debian's chromium driven by Selenium through
+chromium-driver, against a real `newsindex serve` process, with no host but 127.0.0.1 resolvable. `.ci/run` installs both with apt-get and sets
 NEWSINDEX_BROWSER_TEST=required, so there a missing browser fails instead of skipping."""
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ def browser():
     options.binary_location = chromium
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1200,900"):
         options.add_argument(argument)
+    # Offline, as a user without network sees the pages: every host name but the server's fails.
+    options.add_argument("--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1")
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
     driver.set_page_load_timeout(60)
     try:
@@ -84,3 +86,18 @@ def test_type_a_query_see_results_open_the_article_see_the_passage(browser, sear
         assert len(browser.find_element(By.ID, "text").text) > len(passage.text)  # the full text around it
         related = browser.find_elements(By.CSS_SELECTOR, "#related li a")
         assert related and related[0].text == "Flood bangladesh monsoon"
+
+
+def test_api_docs_render_offline_from_the_servers_own_files(browser, search_db, subprocess_env):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as seen
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with running_server(search_db, subprocess_env) as base:
+        browser.get(base + "/docs")
+        operations = WebDriverWait(browser, 30).until(seen.presence_of_all_elements_located((By.CSS_SELECTOR, ".opblock")))
+        paths = {element.text for element in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+        assert len(operations) >= 6 and {"/api/search", "/api/sql", "/api/stats"} <= paths, paths
+        fetched = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        assert any(url.endswith("/swagger-ui-bundle.js") for url in fetched), fetched
+        assert all(url.startswith(base + "/") for url in fetched), fetched

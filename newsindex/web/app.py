@@ -4,7 +4,7 @@ newsindex.api.Index (see its docstring for how the server stays up while an inge
 Safe by default: binds 127.0.0.1, bounds every request (query length, k, SQL length, body size),
 gives SQL a time limit and a row cap on a read-only in-memory snapshot, reaches no file through a
 parameter (document ids are bound SQL values; static files come from the package's own folder),
-and sends no CORS headers unless origins are named.
+loads nothing from another host (the API docs' scripts are served locally too), and sends no CORS headers unless origins are named.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from fastapi_offline import FastAPIOffline
 from markupsafe import Markup, escape
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -41,7 +42,9 @@ class SqlRequest(BaseModel):
 
 
 def create_app(index: Index, cors_origins: list[str] | None = None) -> FastAPI:
-    app = FastAPI(
+    # /docs and /redoc with Swagger UI's and ReDoc's files served from fastapi-offline's package
+    # (under /static-offline-docs), not from a CDN: the docs work where the server has no network.
+    app = FastAPIOffline(
         title="newsindex",
         description="Search news articles (semantic, keyword, hybrid) and read the warehouse with read-only SQL.",
         version="1",
