@@ -127,10 +127,10 @@ def ours(vectors, days, folder: Path):
 
 
 def vss(vectors, days, folder: Path):
-    from newsindex.warehouse import store
+    from newsindex.warehouse import connection
 
     con = duckdb.connect()
-    store.load_extension(con, "vss")
+    connection.load_extension(con, "vss")
     rows = pa.table({"row": pa.array(np.arange(len(vectors)), pa.int64()), "day": days,
                       "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), DIM)})  # fmt: skip
     con.execute(f"CREATE TABLE t (row BIGINT, day INTEGER, embedding FLOAT[{DIM}])")
