@@ -148,6 +148,7 @@ class SqlResult:
 class _Snapshot:
     con: duckdb.DuckDBPyConnection
     vectors: object  # queries.warm.WarmVectors
+    postings: object  # queries.warm_keyword.WarmPostings, None without a current keyword index
     signature: tuple
     loaded_at: dt.datetime
     documents: int
@@ -254,7 +255,7 @@ class Index:
         return (dt.datetime.now() - old.loaded_at).total_seconds() >= max(5.0, 2 * old.load_seconds)
 
     def _load(self, wait: float, generation: int) -> _Snapshot | None:
-        from newsindex.queries import readonly, session as sessions, warm
+        from newsindex.queries import readonly, session as sessions, warm, warm_keyword
         from newsindex.warehouse import store
 
         started = time.perf_counter()
@@ -281,10 +282,11 @@ class Index:
             problem = sessions.current_model_check(con)
             state = warm.warehouse_state(con)
             vectors = warm.load(con, state)
+            postings = warm_keyword.load(con, state) if warm_keyword.is_available(con) else None
         except BaseException:
             stack.close()
             raise
-        return _Snapshot(con, vectors, signature, dt.datetime.now(), int(state[1]), int(state[0]), problem, generation,
+        return _Snapshot(con, vectors, postings, signature, dt.datetime.now(), int(state[1]), int(state[0]), problem, generation,
                          held, time.perf_counter() - started, stack)  # fmt: skip
 
     def _copy_file(self, wait: float) -> tuple[Path, tuple, float] | None:
@@ -433,7 +435,9 @@ class Index:
                 raise searching.ModelMismatch(snapshot.model_problem)
             hits = self._semantic(snapshot, con, query, k + offset, filters, per_doc)
         else:
-            result = searching.search(con, query, k=k + offset, mode=mode, filters=filters, per_doc=per_doc, in_memory=False)
+            # From the snapshot's vectors and postings where the mode has a warm path (keyword).
+            result = searching.search(con, query, k=k + offset, mode=mode, filters=filters, per_doc=per_doc, in_memory=True,
+                                      preloaded=(snapshot.vectors, snapshot.postings))  # fmt: skip
             hits, warnings = result.hits, result.warnings
         hits = hits[offset:]
         # search() marks the matched words itself where its Hit has `highlights`; the semantic

@@ -100,13 +100,16 @@ def search(
     fusion: dict | None = None,
     ann: bool = False,
     in_memory: bool | None = None,
+    preloaded: tuple | None = None,
 ) -> SearchResult:
     """Search the warehouse `db` (a path, or a connection from `session()` to run many queries on one
     open file). `fusion` overrides hybrid_search's fusion parameters (semantic_weight, short_words, ...).
     `ann` answers semantic queries from the approximate index (queries/ann.py) where it applies.
-    `in_memory` answers exact semantic queries from vectors held in memory (queries/warm.py, same
-    results as the SQL); by default it does so in a session (`db` a connection), where the one-time
-    load pays off, and not for a one-shot search, which stays on SQL."""
+    `in_memory` answers exact semantic and keyword queries from vectors and postings held in memory
+    (queries/warm.py, queries/warm_keyword.py; same results as the SQL); by default it does so in a
+    session (`db` a connection), where the one-time load pays off, and not for a one-shot search,
+    which stays on SQL. `preloaded` is (WarmVectors, WarmPostings or None) already loaded for `db`
+    (an Index's snapshot), used instead of the per-process caches."""
     if mode not in REGISTRY:
         raise named.QueryError(f"unknown search mode {mode!r}; choose one of {', '.join(REGISTRY)}")
     spec = REGISTRY[mode]
@@ -144,7 +147,9 @@ def search(
         if ann:
             records = _ann_search(con, db, vector, k, filters)
         elif mode == "semantic" and in_memory:
-            records = _warm_search(con, vector, k, filters, per_doc)
+            records = _warm_search(con, vector, k, filters, per_doc, preloaded)
+        elif mode == "keyword" and in_memory:
+            records = _warm_keyword(con, query, params.get("stems"), k, filters, per_doc, preloaded)
         if records is None:
             # A mode's query takes the parameters it declares (hybrid has no per_doc: it always ranks articles).
             declared = {p.name for p in statement.params}
@@ -186,15 +191,32 @@ def _model_problem(con: duckdb.DuckDBPyConnection, db) -> str | None:
     return _model_checked[con]
 
 
-def _warm_search(con: duckdb.DuckDBPyConnection, vector: np.ndarray, k: int, filters: Filters, per_doc: bool) -> list[dict] | None:
+def _warm_search(
+    con: duckdb.DuckDBPyConnection, vector: np.ndarray, k: int, filters: Filters, per_doc: bool, preloaded: tuple | None = None
+) -> list[dict] | None:
     """semantic_search.sql's answer from the vectors in memory; None where there is no file to cache."""
     from newsindex.queries import warm
 
-    vectors = warm.vectors_for(con)
+    vectors = preloaded[0] if preloaded else warm.vectors_for(con)
     if vectors is None:
         return None
     allowed = warm.allowed_rows(con, vectors, filters.since, filters.until, filters.source, filters.doc)
     return _with_passages(con, warm.top_chunks(vectors, vector, k, allowed, per_doc))
+
+
+def _warm_keyword(
+    con: duckdb.DuckDBPyConnection, query: str, stems: list[str] | None, k: int, filters: Filters, per_doc: bool,
+    preloaded: tuple | None = None,
+) -> list[dict] | None:
+    """keyword_search.sql's answer from the postings in memory; None where there are none (no file
+    to cache, or an index missing or behind the chunks: SQL answers, with its warning)."""
+    from newsindex.queries import warm_keyword
+
+    postings = preloaded[1] if preloaded else warm_keyword.postings_for(con)
+    if postings is None:
+        return None
+    found = warm_keyword.search(con, postings, query, stems, k, filters.since, filters.until, filters.source, filters.doc, per_doc)
+    return _with_passages(con, found)
 
 
 def _with_passages(con: duckdb.DuckDBPyConnection, found: list[tuple[str, float]]) -> list[dict]:
