@@ -3,7 +3,9 @@ over it.
 
 An Index answers every question from a snapshot of the warehouse: a private byte copy of the file,
 opened read-only by this process alone (and unlinked at once, so nothing is left behind), plus the
-chunk vectors as one float32 matrix in memory (queries/warm.py) for exact semantic search. The
+chunk vectors as one float32 matrix in memory (queries/warm.py) for exact semantic search and the
+keyword index's postings as arrays (queries/warm_keyword.py) for BM25; hybrid fuses both sides'
+candidates from memory in hybrid_search.sql (queries/warm_hybrid.py). The
 warehouse itself is held (DuckDB's read lock) only while its bytes are copied, then let go.
 
 Why a copy and not the file: DuckDB admits one read-write process or many read-only ones. A
@@ -18,7 +20,8 @@ server calls it once a second from a background thread, a notebook's Index on ea
 once a second.
 
 Cost: disk for one copy of the warehouse per live snapshot (two for a moment while one replaces
-the other), and memory for the matrix (1.5 KB per chunk) plus what DuckDB caches of the copy.
+the other), and memory for the matrix (1.5 KB per chunk) and the postings (6-8 bytes a posting,
+bench/RESULTS.md) plus what DuckDB caches of the copy.
 """
 
 from __future__ import annotations

@@ -150,6 +150,9 @@ def search(
             records = _warm_search(con, vector, k, filters, per_doc, preloaded)
         elif mode == "keyword" and in_memory:
             records = _warm_keyword(con, query, params.get("stems"), k, filters, per_doc, preloaded)
+        elif spec.side is None and in_memory:
+            # hybrid_search.sql fuses, fed both sides' candidates from memory instead of its scans.
+            params.update(_warm_candidates(con, query, vector, params.get("stems"), params["depth"], filters, preloaded))
         if records is None:
             # A mode's query takes the parameters it declares (hybrid has no per_doc: it always ranks articles).
             declared = {p.name for p in statement.params}
@@ -217,6 +220,20 @@ def _warm_keyword(
         return None
     found = warm_keyword.search(con, postings, query, stems, k, filters.since, filters.until, filters.source, filters.doc, per_doc)
     return _with_passages(con, found)
+
+
+def _warm_candidates(
+    con: duckdb.DuckDBPyConnection, query: str, vector: np.ndarray, stems: list[str] | None, depth: int, filters: Filters,
+    preloaded: tuple | None = None,
+) -> dict:
+    """hybrid_search.sql's semantic_best and keyword_passages from memory; {} (the SQL scans) where
+    either side has nothing in memory."""
+    from newsindex.queries import warm, warm_hybrid, warm_keyword
+
+    vectors, postings = preloaded if preloaded else (warm.vectors_for(con), warm_keyword.postings_for(con))
+    if vectors is None or postings is None:
+        return {}
+    return warm_hybrid.candidates(con, vectors, postings, query, vector, stems, int(depth), **filters.params())
 
 
 def _with_passages(con: duckdb.DuckDBPyConnection, found: list[tuple[str, float]]) -> list[dict]:

@@ -15,8 +15,8 @@ from conftest import EVAL_SET, SEED_FILE, doc_id_of, write
 from test_ann import DIM, clustered, synthetic_warehouse
 from test_eval import EVALSET, fixture_set  # noqa: F401 - the evaluation set's warehouse, a fixture
 
-from newsindex.queries import named, warm, warm_keyword
-from newsindex.queries.search import Filters, _with_passages, search, vector_literal
+from newsindex.queries import named, warm, warm_hybrid, warm_keyword
+from newsindex.queries.search import Filters, _with_passages, embed_query as embed, search, vector_literal
 from newsindex.queries.session import session
 from newsindex.warehouse import keyword as keyword_index, store
 
@@ -249,10 +249,77 @@ def test_the_index_answers_keyword_from_memory_and_sees_an_ingest(search_db, pre
         snapshot = index._current()
         assert snapshot.postings is not None and len(snapshot.postings.rows) > 0
         before = index.search("Quorvath ferry", k=5, mode="keyword")
-        assert before and all("Quorvath" not in hit.text for hit in before)
+        assert all("Quorvath" not in hit.text for hit in before)
         index.ingest([article.parent])
         assert index._current().postings is not snapshot.postings
         after = index.search("Quorvath ferry", k=5, mode="keyword")
         assert after[0].title == "Ferry Quorvath returns"
+        hybrid = index.search("Quorvath ferry", k=5, mode="hybrid")
+        assert hybrid[0].title == "Ferry Quorvath returns"
         with session(db) as con:
             same_answer(after, search(con, "Quorvath ferry", k=5, mode="keyword", in_memory=False).hits)
+            same_hybrid_answer(hybrid, search(con, "Quorvath ferry", k=5, mode="hybrid", in_memory=False).hits)
+
+
+# --- hybrid ---------------------------------------------------------------------------------------
+
+
+def same_hybrid_answer(warm_hits: list, sql_hits: list) -> None:
+    same_answer(warm_hits, sql_hits)
+    for name in ("semantic_rank", "keyword_rank"):
+        assert [getattr(h, name) for h in warm_hits] == [getattr(h, name) for h in sql_hits], name
+    for name in ("semantic_score", "keyword_score"):
+        warm_values, sql_values = [getattr(h, name) for h in warm_hits], [getattr(h, name) for h in sql_hits]
+        assert [v is None for v in warm_values] == [v is None for v in sql_values], name
+        assert [v for v in warm_values if v is not None] == pytest.approx([v for v in sql_values if v is not None], abs=1e-5)
+
+
+def same_hybrid_answers(db, queries: list[str], filters: list, ks: tuple) -> int:
+    """search() in hybrid mode from memory (hybrid_search.sql fed warm candidates) and through the
+    SQL's own scans; returns how many answers held exactly k articles."""
+    full = 0
+    with session(db) as con:
+        for query in queries:
+            for f in filters:
+                for k in ks:
+                    in_memory = search(con, query, k=k, mode="hybrid", filters=f)
+                    in_sql = search(con, query, k=k, mode="hybrid", filters=f, in_memory=False)
+                    same_hybrid_answer(in_memory.hits, in_sql.hits)
+                    full += len(in_sql.hits) == k
+        # A fixed weight and a shallow depth take the same path.
+        fusion = {"semantic_weight": 0.5, "depth": 5}
+        same_hybrid_answer(search(con, queries[0], k=8, mode="hybrid", fusion=fusion).hits,
+                           search(con, queries[0], k=8, mode="hybrid", fusion=fusion, in_memory=False).hits)  # fmt: skip
+    return full
+
+
+def test_warm_hybrid_search_equals_the_sql_query_on_real_articles(search_db):
+    queries = [*QUERIES, *labelled_queries(EVAL_SET), "the and of", "zyxwvut"]
+    filters = [None, Filters(since=dt.date(2024, 6, 1)), Filters(source="*/corpus/*", until=dt.date(2025, 6, 1)), Filters(since=dt.date(2030, 1, 1))]
+    assert same_hybrid_answers(search_db, queries, filters, (3, 20)) > 50
+
+
+def test_warm_hybrid_search_equals_the_sql_query_on_the_evaluation_set(fixture_set):  # noqa: F811
+    db, _ = fixture_set
+    queries = labelled_queries(EVALSET / "queries.jsonl")[::6]
+    filters = [None, Filters(since=dt.date(2025, 1, 1)), Filters(source="*-strike*")]
+    assert same_hybrid_answers(db, queries, filters, (1, 10, 40)) > 50
+
+
+def test_warm_hybrid_candidates_hold_every_side_s_top_articles(search_db):
+    """The bound candidates are what the SQL's own scans would keep: the semantic side's `depth`
+    best articles and the keyword side's."""
+    query = QUERIES[0]
+    with session(search_db) as con:
+        vectors, postings = warm.vectors_for(con), warm_keyword.postings_for(con)
+        vector = embed(query)
+        stems = keyword_index.query_stems(con, query)
+        found = warm_hybrid.candidates(con, vectors, postings, query, vector, stems, depth=5)
+        semantic = {s["doc_id"] for s in json.loads(found["semantic_best"])}
+        keyword = {p["doc_id"] for p in json.loads(found["keyword_passages"])}
+        statement = named.get("semantic_search")
+        params = {"query": query, "vector": vector_literal(vector), "k": 5, "per_doc": True}
+        assert semantic == {row[1] for row in con.execute(statement.sql, statement.bind(params)).fetchall()}
+        assert {doc for _, doc in [(c, c.rsplit("#", 1)[0]) for c, _ in keyword_sql_answer(con, query, 5, True, None, stems)]} <= keyword
+        passages = json.loads(found["semantic_passages"])
+        assert {p["doc_id"] for p in passages} == semantic | keyword
