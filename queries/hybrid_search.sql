@@ -22,9 +22,9 @@
 -- article is its passage with the highest fused score under the same normalisation.
 -- The vector is a bound text parameter cast to a constant FLOAT[384] (see semantic_search.sql).
 -- A warm session (queries/warm_hybrid.py) computes both sides' candidates from memory and binds them
--- as JSON text (semantic_best, semantic_passages, keyword_passages: a bound list of structs costs
--- ~0.3 ms an element to bind, JSON ~1 µs); every scan below is then skipped, and the fusion is
--- this same text, so it has one definition.
+-- as JSON text (semantic_best, semantic_passages, keyword_passages; a bound Python list of structs
+-- binds hundreds of times slower, bench/RESULTS.md); every scan below is then skipped, and the
+-- fusion is this same text, so it has one definition.
 WITH filtered AS (
     -- Two branches so that an unfiltered query skips the semi-join on documents entirely.
     SELECT c.chunk_id, c.doc_id, c.embedding
@@ -118,10 +118,7 @@ top AS (
 -- keeping every chunk's score from the scan above).
 winner_passages AS (
     SELECT c.chunk_id, c.doc_id, array_inner_product(c.embedding, CAST($vector AS FLOAT[384])) AS score
-    -- The k articles as the build side: DuckDB pushes a join filter on doc_id into the scan of
-    -- chunks (an IN (...) semi-join read every chunk's row).
-    FROM top t JOIN chunks c ON c.doc_id = t.doc_id
-    WHERE $semantic_passages IS NULL
+    FROM chunks c WHERE c.doc_id IN (SELECT doc_id FROM top) AND $semantic_passages IS NULL
     UNION ALL
     SELECT p.chunk_id, p.doc_id, p.score
     FROM (SELECT unnest(CAST(CAST($semantic_passages AS JSON) AS STRUCT(chunk_id VARCHAR, doc_id VARCHAR, score FLOAT)[])) AS p)
