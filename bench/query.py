@@ -142,12 +142,14 @@ def warm(con, db: Path, mode: str, filtered: bool, repeat: int = 15):
 
     def timed(target, in_memory: bool, times: int) -> float:
         search(target, QUERY, k=10, mode=mode, filters=filters, in_memory=in_memory)  # pages / vectors in
-        spent = []
+        spent, cpu = [], []
         for _ in range(times):
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             hits = search(target, QUERY, k=10, mode=mode, filters=filters, in_memory=in_memory).hits
             spent.append(time.perf_counter() - started)
+            cpu.append(time.process_time() - started_cpu)
         assert hits or filtered or mode == "keyword"
+        CPU[target is con, in_memory] = statistics.median(cpu) * 1000
         return statistics.median(spent) * 1000
 
     if con is None:  # no session open: DuckDB would share the open one's buffers with the reopen
@@ -172,6 +174,11 @@ def cpu_line() -> str:
     flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
     wanted = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16") if f in flags]
     return f"cpu: {model}; flags: {' '.join(wanted)}"
+
+
+# CPU seconds (all of this process's threads) of the last warm() call's medians, by (session, in memory):
+# on a shared machine they move far less with the load than wall-clock time does.
+CPU: dict = {}
 
 
 def cold(db: Path, mode: str, filtered: bool, repeat: int = 5) -> float:
@@ -261,8 +268,9 @@ def main() -> None:
     print("memory: warm, from vectors and postings in memory (semantic: queries/warm.py; keyword: warm_keyword.py;")
     print("hybrid: warm_hybrid.py's candidates fused by hybrid_search.sql); sql: the same session, through the mode's")
     print("query; reopen: each query opens and closes the file (SQL); cold: a new `newsindex search` process, as a")
-    print("user runs it; load s: reading the vectors / the postings into memory\n")
-    header = f"{'warehouse':>16} {'mode':>9} {'filter':>6} {'memory':>8} {'sql':>8} {'reopen':>8} {'cold':>8}"
+    print("user runs it; mem cpu / sql cpu: CPU ms of this process (all threads) for memory / sql, medians;")
+    print("load s: reading the vectors / the postings into memory\n")
+    header = f"{'warehouse':>16} {'mode':>9} {'filter':>6} {'memory':>8} {'sql':>8} {'reopen':>8} {'cold':>8} {'mem cpu':>8} {'sql cpu':>8}"
     print(header)
     print("-" * len(header))
     from newsindex.queries import warm as warm_module, warm_keyword
@@ -279,7 +287,10 @@ def main() -> None:
             started, rss = time.perf_counter(), resident_bytes()
             postings = warm_keyword.postings_for(con) if {"keyword", "hybrid"} & set(args.modes) else None
             postings_load, postings_rss = time.perf_counter() - started, resident_bytes() - rss
-            in_session = {case: warm(con, db, *case) for case in cases}
+            in_session, cpu = {}, {}
+            for case in cases:
+                in_session[case] = warm(con, db, *case)
+                cpu[case] = (CPU.get((True, True)), CPU.get((True, False)))
         warm_module._cache.clear()  # free the matrix before the next warehouse
         warm_keyword._cache.clear()
         big = "1000000" in db.name  # no reopen at 1M: each one reads 1.5 GB of vectors into DuckDB again
@@ -288,6 +299,7 @@ def main() -> None:
             r = warm(None, db, mode, filtered) if not big else None
             c = cold(db, mode, filtered) if name == "seed" or int(name.split()[0].replace(",", "")) in args.cold else None
             cells = [f"{v:8.1f}" if v is not None else f"{'':>8}" for v in (m, w, r)] + [f"{c:8.0f}" if c is not None else f"{'':>8}"]
+            cells += [f"{v:8.1f}" if v is not None else f"{'':>8}" for v in cpu[mode, filtered]]
             print(f"{name:>16} {mode:>9} {'since' if filtered else '-':>6} {' '.join(cells)}", flush=True)
         if "semantic" in args.modes:
             print(f"{name:>16} first warm query (reads the vectors into memory): {load:.1f} s", flush=True)
