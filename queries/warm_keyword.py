@@ -210,13 +210,12 @@ def _ordered_sums(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
 def keyword_chunks(
     postings: WarmPostings,
     term_ids: list[int],
-    k: int | None,
+    k: int,
     allowed: np.ndarray | None = None,
     filtered_docs: bool = False,
     per_doc: bool = False,
 ) -> list[tuple[str, int, float]]:
-    """Up to k (chunk_id, row, score) by score then chunk id: keyword_search.sql's ranking (k None:
-    every match, unranked by article). Without a source/doc filter or per_doc the k are chosen by
+    """Up to k (chunk_id, row, score) by score then chunk id: keyword_search.sql's ranking. Without a source/doc filter or per_doc the k are chosen by
     score then chunk_no, as bm25_chunks' `top` chooses them; otherwise by score then chunk id."""
     rows, values = scores(postings, term_ids)
     if allowed is not None:
@@ -224,10 +223,8 @@ def keyword_chunks(
         rows, values = rows[keep], values[keep]
     if not len(rows):
         return []
-    if k is None:
-        return list(zip(postings.chunk_ids[rows].tolist(), rows.tolist(), values.tolist()))
     if not per_doc:
-        best = _best(values, k)
+        best = warm._best(values, k)
         if not filtered_docs:
             # bm25_chunks' LIMIT: score, then chunk_no (the row order), then the k re-sorted by id.
             chosen = sorted(zip((-values[best]).tolist(), rows[best].tolist()))[:k]
@@ -238,7 +235,7 @@ def keyword_chunks(
         return sorted(picked, key=lambda t: (-t[2], t[0]))
     take = min(len(values), 8 * k)
     while True:
-        best = _best(values, take)
+        best = warm._best(values, take)
         ranked = sorted(zip((-values[best]).tolist(), postings.chunk_ids[rows[best]].tolist(), rows[best].tolist()))
         found, seen = [], set()
         for negative, chunk_id, row in ranked:
@@ -251,11 +248,6 @@ def keyword_chunks(
         if take >= len(values):
             return found
         take = min(len(values), take * 4)
-
-
-def _best(values: np.ndarray, take: int) -> np.ndarray:
-    """Positions of the `take` highest values plus any tied with the lowest of them (warm._best)."""
-    return warm._best(values, take)
 
 
 def search(
