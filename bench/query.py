@@ -133,26 +133,52 @@ def seed_warehouse(db: Path) -> None:
 
 
 def warm(con, db: Path, mode: str, filtered: bool, repeat: int = 15):
-    """Median ms per query: in the open session `con` from memory (semantic only: queries/warm.py,
-    else None) and in the session through SQL; with con None, when each query opens the file itself."""
+    """Median ms per query: in the open session `con` from memory (queries/warm.py for semantic,
+    warm_keyword.py for keyword, warm_hybrid.py feeding hybrid_search.sql for hybrid) and in the
+    session through SQL; with con None, when each query opens the file itself."""
     from newsindex.queries.search import Filters, search
 
     filters = Filters(since=SINCE) if filtered else None
 
     def timed(target, in_memory: bool, times: int) -> float:
         search(target, QUERY, k=10, mode=mode, filters=filters, in_memory=in_memory)  # pages / vectors in
-        spent = []
+        spent, cpu = [], []
         for _ in range(times):
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             hits = search(target, QUERY, k=10, mode=mode, filters=filters, in_memory=in_memory).hits
             spent.append(time.perf_counter() - started)
+            cpu.append(time.process_time() - started_cpu)
         assert hits or filtered or mode == "keyword"
+        CPU[target is con, in_memory] = statistics.median(cpu) * 1000
         return statistics.median(spent) * 1000
 
     if con is None:  # no session open: DuckDB would share the open one's buffers with the reopen
         return timed(db, False, max(3, repeat // 3))
-    in_memory = timed(con, True, repeat) if mode == "semantic" else None
-    return in_memory, timed(con, False, repeat if "1000000" not in db.name else 5)
+    return timed(con, True, repeat), timed(con, False, repeat if "1000000" not in db.name else 5)
+
+
+def resident_bytes() -> int:
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
+
+
+def cpu_line() -> str:
+    """The CPU model and the vector extensions NumPy and DuckDB can use (Linux: /proc/cpuinfo)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "cpu: unknown"
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    wanted = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16") if f in flags]
+    return f"cpu: {model}; flags: {' '.join(wanted)}"
+
+
+# CPU seconds (all of this process's threads) of the last warm() call's medians, by (session, in memory):
+# on a shared machine they move far less with the load than wall-clock time does.
+CPU: dict = {}
 
 
 def cold(db: Path, mode: str, filtered: bool, repeat: int = 5) -> float:
@@ -228,6 +254,9 @@ def main() -> None:
     naive_import = (time.perf_counter() - started) * 1000
 
     print(f"\n{dt.date.today()} · {platform.node()} · {os.cpu_count()} cores · {platform.processor() or platform.machine()}")
+    print(cpu_line())
+    if hasattr(os, "getloadavg"):
+        print(f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"query {QUERY!r}, top 10; filtered = published since {SINCE}; medians in ms")
     print(f"a new process that only imports sentence-transformers: {naive_import:,.0f} ms\n")
     if args.ann:
@@ -236,13 +265,15 @@ def main() -> None:
         for n in args.ann:
             print(approximate(OUT / f"query-{n}.duckdb", args.rebuild_ann), flush=True)
         print()
-    print("memory: warm exact semantic from vectors in memory (queries/warm.py); sql: the same session, through")
-    print("semantic_search.sql; reopen: each query opens and closes the file (SQL); cold: a new `newsindex search`")
-    print("process, as a user runs it; load s: first warm query, reading the vectors into memory\n")
-    header = f"{'warehouse':>16} {'mode':>9} {'filter':>6} {'memory':>8} {'sql':>8} {'reopen':>8} {'cold':>8}"
+    print("memory: warm, from vectors and postings in memory (semantic: queries/warm.py; keyword: warm_keyword.py;")
+    print("hybrid: warm_hybrid.py's candidates fused by hybrid_search.sql); sql: the same session, through the mode's")
+    print("query; reopen: each query opens and closes the file (SQL); cold: a new `newsindex search` process, as a")
+    print("user runs it; mem cpu / sql cpu: CPU ms of this process (all threads) for memory / sql, medians;")
+    print("load s: reading the vectors / the postings into memory\n")
+    header = f"{'warehouse':>16} {'mode':>9} {'filter':>6} {'memory':>8} {'sql':>8} {'reopen':>8} {'cold':>8} {'mem cpu':>8} {'sql cpu':>8}"
     print(header)
     print("-" * len(header))
-    from newsindex.queries import warm as warm_module
+    from newsindex.queries import warm as warm_module, warm_keyword
     from newsindex.queries.search import search
     from newsindex.queries.session import session
 
@@ -253,17 +284,29 @@ def main() -> None:
             if "semantic" in args.modes:
                 search(con, QUERY, mode="semantic")
             load = time.perf_counter() - started
-            in_session = {case: warm(con, db, *case) for case in cases}
+            started, rss = time.perf_counter(), resident_bytes()
+            postings = warm_keyword.postings_for(con) if {"keyword", "hybrid"} & set(args.modes) else None
+            postings_load, postings_rss = time.perf_counter() - started, resident_bytes() - rss
+            in_session, cpu = {}, {}
+            for case in cases:
+                in_session[case] = warm(con, db, *case)
+                cpu[case] = (CPU.get((True, True)), CPU.get((True, False)))
         warm_module._cache.clear()  # free the matrix before the next warehouse
+        warm_keyword._cache.clear()
         big = "1000000" in db.name  # no reopen at 1M: each one reads 1.5 GB of vectors into DuckDB again
         for mode, filtered in cases:
             m, w = in_session[mode, filtered]
             r = warm(None, db, mode, filtered) if not big else None
             c = cold(db, mode, filtered) if name == "seed" or int(name.split()[0].replace(",", "")) in args.cold else None
             cells = [f"{v:8.1f}" if v is not None else f"{'':>8}" for v in (m, w, r)] + [f"{c:8.0f}" if c is not None else f"{'':>8}"]
+            cells += [f"{v:8.1f}" if v is not None else f"{'':>8}" for v in cpu[mode, filtered]]
             print(f"{name:>16} {mode:>9} {'since' if filtered else '-':>6} {' '.join(cells)}", flush=True)
         if "semantic" in args.modes:
             print(f"{name:>16} first warm query (reads the vectors into memory): {load:.1f} s", flush=True)
+        if postings is not None:
+            print(f"{name:>16} postings into memory: {postings_load:.1f} s, {len(postings.rows):,} postings,"
+                  f" {postings.nbytes / 2**20:,.0f} MiB held (resident set grew {postings_rss / 2**20:,.0f} MiB)", flush=True)
+            del postings
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@ over it.
 
 An Index answers every question from a snapshot of the warehouse: a private byte copy of the file,
 opened read-only by this process alone (and unlinked at once, so nothing is left behind), plus the
-chunk vectors as one float32 matrix in memory (queries/warm.py) for exact semantic search. The
+chunk vectors as one float32 matrix in memory (queries/warm.py) for exact semantic search and the
+keyword index's postings as arrays (queries/warm_keyword.py) for BM25; hybrid fuses both sides'
+candidates from memory in hybrid_search.sql (queries/warm_hybrid.py). The
 warehouse itself is held (DuckDB's read lock) only while its bytes are copied, then let go.
 
 Why a copy and not the file: DuckDB admits one read-write process or many read-only ones. A
@@ -18,7 +20,8 @@ server calls it once a second from a background thread, a notebook's Index on ea
 once a second.
 
 Cost: disk for one copy of the warehouse per live snapshot (two for a moment while one replaces
-the other), and memory for the matrix (1.5 KB per chunk) plus what DuckDB caches of the copy.
+the other), and memory for the matrix (1.5 KB per chunk) and the postings (6-8 bytes a posting,
+bench/RESULTS.md) plus what DuckDB caches of the copy.
 """
 
 from __future__ import annotations
@@ -148,6 +151,7 @@ class SqlResult:
 class _Snapshot:
     con: duckdb.DuckDBPyConnection
     vectors: object  # queries.warm.WarmVectors
+    postings: object  # queries.warm_keyword.WarmPostings, None without a current keyword index
     signature: tuple
     loaded_at: dt.datetime
     documents: int
@@ -251,7 +255,7 @@ class Index:
         return (dt.datetime.now() - old.loaded_at).total_seconds() >= max(5.0, 2 * old.load_seconds)
 
     def _load(self, wait: float, generation: int) -> _Snapshot | None:
-        from newsindex.queries import readonly, session as sessions, warm
+        from newsindex.queries import readonly, session as sessions, warm, warm_keyword
         from newsindex.warehouse import connection
 
         started = time.perf_counter()
@@ -278,10 +282,11 @@ class Index:
             problem = sessions.current_model_check(con, self.path)
             state = warm.warehouse_state(con)
             vectors = warm.load(con, state)
+            postings = warm_keyword.load(con, state) if warm_keyword.is_available(con) else None
         except BaseException:
             stack.close()
             raise
-        return _Snapshot(con, vectors, signature, dt.datetime.now(), int(state[1]), int(state[0]), problem, generation,
+        return _Snapshot(con, vectors, postings, signature, dt.datetime.now(), int(state[1]), int(state[0]), problem, generation,
                          held, time.perf_counter() - started, stack)  # fmt: skip
 
     def _copy_file(self, wait: float) -> tuple[Path, tuple, float] | None:
@@ -431,7 +436,9 @@ class Index:
         if mode == "semantic":
             hits = self._semantic(snapshot, con, query, k + offset, filters, per_doc)
         else:
-            result = searching.search(con, query, k=k + offset, mode=mode, filters=filters, per_doc=per_doc, in_memory=False)
+            # From the snapshot's vectors and postings where the mode has a warm path (keyword).
+            result = searching.search(con, query, k=k + offset, mode=mode, filters=filters, per_doc=per_doc, in_memory=True,
+                                      preloaded=(snapshot.vectors, snapshot.postings))  # fmt: skip
             hits, warnings = result.hits, result.warnings
         hits = hits[offset:]
         # search() marks the matched words itself where its Hit has `highlights`; the semantic

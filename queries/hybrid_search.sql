@@ -12,6 +12,9 @@
 -- param: semantic_weight float = null  A fixed weight of the semantic side instead of the query-dependent one
 -- param: vector text = null  The query's embedding as a list literal; `newsindex query` fills it in from query
 -- param: stems text = null  The Porter stems of the query's words (a list); `newsindex search` fills it in, else the words are looked up among those seen at ingest
+-- param: semantic_best text = null  Warm sessions only (queries/warm_hybrid.py): JSON [{doc_id, score}], each candidate article's best passage score, instead of the semantic scan
+-- param: semantic_passages text = null  Warm sessions only: JSON [{chunk_id, doc_id, score}], the semantic scores of every passage of the candidate articles
+-- param: keyword_passages text = null  Warm sessions only: JSON [{chunk_id, doc_id, score}], the BM25 passages of the candidate articles, instead of bm25_chunks
 -- Fusion (Bruch, Gai and Ingber, TOIS 2023): each side ranks articles by their best passage; each
 -- side's scores are min-max normalised over its top `depth` articles (an article the side did not
 -- return counts 0 there), then score = w * semantic + (1 - w) * keyword. bench/fusion.py compares
@@ -19,15 +22,19 @@
 -- article is its passage with the highest fused score under the same normalisation.
 -- The vector is a bound text parameter cast to a constant FLOAT[{dim}], the warehouse's width
 -- filled in before the query runs (see semantic_search.sql).
+-- A warm session (queries/warm_hybrid.py) computes both sides' candidates from memory and binds them
+-- as JSON text (semantic_best, semantic_passages, keyword_passages; a bound Python list of structs
+-- binds hundreds of times slower, bench/RESULTS.md); every scan below is then skipped, and the
+-- fusion is this same text, so it has one definition.
 WITH filtered AS (
     -- Two branches so that an unfiltered query skips the semi-join on documents entirely.
     SELECT c.chunk_id, c.doc_id, c.embedding
     FROM chunks c
-    WHERE $since IS NULL AND $until IS NULL AND $source IS NULL AND $doc IS NULL
+    WHERE $since IS NULL AND $until IS NULL AND $source IS NULL AND $doc IS NULL AND $semantic_best IS NULL
     UNION ALL
     SELECT c.chunk_id, c.doc_id, c.embedding
     FROM chunks c
-    WHERE NOT ($since IS NULL AND $until IS NULL AND $source IS NULL AND $doc IS NULL) AND c.doc_id IN (
+    WHERE NOT ($since IS NULL AND $until IS NULL AND $source IS NULL AND $doc IS NULL) AND $semantic_best IS NULL AND c.doc_id IN (
         SELECT d.doc_id FROM documents d
         WHERE passage_filter(d.published, d.source_path, d.doc_id, $since, $until, $source, $doc)
     )
@@ -44,14 +51,19 @@ keyword_scores AS MATERIALIZED (
     SELECT chunk_id, doc_id, score
     FROM bm25_chunks($query, since := $since, until := $until, stems := $stems,
                      top := CASE WHEN $source IS NULL AND $doc IS NULL THEN 4 * $depth END)
-    WHERE ($source IS NULL AND $doc IS NULL) OR doc_id IN (
+    WHERE $keyword_passages IS NULL AND (($source IS NULL AND $doc IS NULL) OR doc_id IN (
         SELECT d.doc_id FROM documents d
         WHERE passage_filter(d.published, d.source_path, d.doc_id, NULL, NULL, $source, $doc)
-    )
+    ))
+    UNION ALL
+    SELECT p.chunk_id, p.doc_id, p.score
+    FROM (SELECT unnest(CAST(CAST($keyword_passages AS JSON) AS STRUCT(chunk_id VARCHAR, doc_id VARCHAR, score DOUBLE)[])) AS p)
 ),
 semantic AS (
     SELECT doc_id, score, row_number() OVER (ORDER BY score DESC, doc_id) AS rank
-    FROM (SELECT doc_id, max(score) AS score FROM semantic_scores GROUP BY doc_id)
+    FROM (SELECT doc_id, max(score) AS score FROM semantic_scores GROUP BY doc_id
+          UNION ALL
+          SELECT s.doc_id, s.score FROM (SELECT unnest(CAST(CAST($semantic_best AS JSON) AS STRUCT(doc_id VARCHAR, score FLOAT)[])) AS s))
     ORDER BY score DESC, doc_id
     LIMIT $depth
 ),
@@ -107,7 +119,11 @@ top AS (
 -- keeping every chunk's score from the scan above).
 winner_passages AS (
     SELECT c.chunk_id, c.doc_id, array_inner_product(c.embedding, CAST($vector AS FLOAT[{dim}])) AS score
-    FROM chunks c WHERE c.doc_id IN (SELECT doc_id FROM top)
+    FROM chunks c WHERE c.doc_id IN (SELECT doc_id FROM top) AND $semantic_passages IS NULL
+    UNION ALL
+    SELECT p.chunk_id, p.doc_id, p.score
+    FROM (SELECT unnest(CAST(CAST($semantic_passages AS JSON) AS STRUCT(chunk_id VARCHAR, doc_id VARCHAR, score FLOAT)[])) AS p)
+    WHERE p.doc_id IN (SELECT doc_id FROM top)
 ),
 -- The best-answering passage of each winner: its highest fused score, passage by passage.
 best_passage AS (
@@ -119,13 +135,16 @@ best_passage AS (
     FROM winner_passages wp LEFT JOIN keyword_scores ks USING (chunk_id), ranges r
     GROUP BY wp.doc_id
 )
+-- Chunks and documents joined to the k winners directly (as in passages_by_id.sql): the `passages`
+-- view joined every chunk to its document first.
 SELECT
-    p.chunk_id, p.doc_id, p.ordinal, p.title, p.published, p.source_path, p.url,
-    p.text, p.char_start, p.char_end,
+    c.chunk_id, c.doc_id, c.ordinal, d.title, d.published, d.source_path, d.url,
+    c.text, c.char_start, c.char_end,
     t.score, t.semantic_rank, t.semantic_score, t.keyword_rank, t.keyword_score
 FROM top t
 JOIN best_passage b USING (doc_id)
-JOIN passages p ON p.chunk_id = b.chunk_id
+JOIN chunks c ON c.chunk_id = b.chunk_id
+JOIN documents d ON d.doc_id = c.doc_id
 -- A clear error, not NULL scores, when run without the vector (a CASE in the scan would copy it per row).
 WHERE $vector IS NOT NULL OR error('no vector given for the query ' || $query || '; newsindex fills it in')
-ORDER BY t.score DESC, t.semantic_score DESC NULLS LAST, p.doc_id;
+ORDER BY t.score DESC, t.semantic_score DESC NULLS LAST, c.doc_id;

@@ -8,6 +8,7 @@ binds the parameters, checks the model, and adds a readable snippet to each hit.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import time
 import unicodedata
@@ -104,13 +105,16 @@ def search(
     fusion: dict | None = None,
     ann: bool = False,
     in_memory: bool | None = None,
+    preloaded: tuple | None = None,
 ) -> SearchResult:
     """Search the warehouse `db` (a path, or a connection from `session()` to run many queries on one
     open file). `fusion` overrides hybrid_search's fusion parameters (semantic_weight, short_words, ...).
     `ann` answers semantic queries from the approximate index (queries/ann.py) where it applies.
-    `in_memory` answers exact semantic queries from vectors held in memory (queries/warm.py, same
-    results as the SQL); by default it does so in a session (`db` a connection), where the one-time
-    load pays off, and not for a one-shot search, which stays on SQL."""
+    `in_memory` answers exact semantic and keyword queries from vectors and postings held in memory
+    (queries/warm.py, queries/warm_keyword.py; same results as the SQL); by default it does so in a
+    session (`db` a connection), where the one-time load pays off, and not for a one-shot search,
+    which stays on SQL. `preloaded` is (WarmVectors, WarmPostings or None) already loaded for `db`
+    (an Index's snapshot), used instead of the per-process caches."""
     if mode not in REGISTRY:
         raise named.QueryError(f"unknown search mode {mode!r}; choose one of {', '.join(REGISTRY)}")
     spec = REGISTRY[mode]
@@ -150,7 +154,12 @@ def search(
         if ann:
             records = _ann_search(con, db, vector, k, filters)
         elif mode == "semantic" and in_memory:
-            records = _warm_search(con, vector, k, filters, per_doc)
+            records = _warm_search(con, vector, k, filters, per_doc, preloaded)
+        elif mode == "keyword" and in_memory:
+            records = _warm_keyword(con, query, params.get("stems"), k, filters, per_doc, preloaded)
+        elif spec.side is None and in_memory:
+            # hybrid_search.sql fuses, fed both sides' candidates from memory instead of its scans.
+            params.update(_warm_candidates(con, query, vector, params.get("stems"), params["depth"], filters, preloaded))
         if records is None:
             # A mode's query takes the parameters it declares (hybrid has no per_doc: it always ranks articles).
             declared = {p.name for p in statement.params}
@@ -176,7 +185,14 @@ def _has_stem(con: duckdb.DuckDBPyConnection) -> bool:
     """Whether fts's stem() is loaded (a keyword session); without it the query's words are looked
     up among those seen at ingest (see bm25_chunks in migration 004)."""
     # duckdb_extensions() would list the extension folder, which a locked session may not read.
-    return bool(con.execute("SELECT count(*) FROM duckdb_functions() WHERE function_name = 'stem'").fetchone()[0])
+    # Kept per connection: listing duckdb_functions() costs more than a warm keyword search, and a
+    # session's extensions are loaded when it opens.
+    if con not in _stem_loaded:
+        _stem_loaded[con] = bool(con.execute("SELECT count(*) FROM duckdb_functions() WHERE function_name = 'stem'").fetchone()[0])
+    return _stem_loaded[con]
+
+
+_stem_loaded: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 # A session's answer to the model check, kept per connection: its read-only connection keeps
@@ -192,15 +208,46 @@ def _model_problem(con: duckdb.DuckDBPyConnection, db) -> str | None:
     return _model_checked[con]
 
 
-def _warm_search(con: duckdb.DuckDBPyConnection, vector: np.ndarray, k: int, filters: Filters, per_doc: bool) -> list[dict] | None:
+def _warm_search(
+    con: duckdb.DuckDBPyConnection, vector: np.ndarray, k: int, filters: Filters, per_doc: bool, preloaded: tuple | None = None
+) -> list[dict] | None:
     """semantic_search.sql's answer from the vectors in memory; None where there is no file to cache."""
     from newsindex.queries import warm
 
-    vectors = warm.vectors_for(con)
+    vectors = preloaded[0] if preloaded else warm.vectors_for(con)
     if vectors is None:
         return None
     allowed = warm.allowed_rows(con, vectors, filters.since, filters.until, filters.source, filters.doc)
     return _with_passages(con, warm.top_chunks(vectors, vector, k, allowed, per_doc))
+
+
+def _warm_keyword(
+    con: duckdb.DuckDBPyConnection, query: str, stems: list[str] | None, k: int, filters: Filters, per_doc: bool,
+    preloaded: tuple | None = None,
+) -> list[dict] | None:
+    """keyword_search.sql's answer from the postings in memory; None where there are none (no file
+    to cache, or an index missing or behind the chunks: SQL answers, with its warning)."""
+    from newsindex.queries import warm_keyword
+
+    postings = preloaded[1] if preloaded else warm_keyword.postings_for(con)
+    if postings is None:
+        return None
+    found = warm_keyword.search(con, postings, query, stems, k, filters.since, filters.until, filters.source, filters.doc, per_doc)
+    return _with_passages(con, found)
+
+
+def _warm_candidates(
+    con: duckdb.DuckDBPyConnection, query: str, vector: np.ndarray, stems: list[str] | None, depth: int, filters: Filters,
+    preloaded: tuple | None = None,
+) -> dict:
+    """hybrid_search.sql's semantic_best and keyword_passages from memory; {} (the SQL scans) where
+    either side has nothing in memory."""
+    from newsindex.queries import warm, warm_hybrid, warm_keyword
+
+    vectors, postings = preloaded if preloaded else (warm.vectors_for(con), warm_keyword.postings_for(con))
+    if vectors is None or postings is None:
+        return {}
+    return warm_hybrid.candidates(con, vectors, postings, query, vector, stems, int(depth), **filters.params())
 
 
 def _with_passages(con: duckdb.DuckDBPyConnection, found: list[tuple[str, float]]) -> list[dict]:
@@ -290,7 +337,9 @@ def _stems(con: duckdb.DuckDBPyConnection | None, words: set[str]) -> dict[str, 
     own stem where the full-text extension is not loaded (a semantic-only session)."""
     if con is not None and words:
         try:
-            return dict(con.execute("SELECT w, stem(w, 'porter') FROM unnest($words) AS t(w)", {"words": sorted(words)}).fetchall())
+            # The words as one JSON text: DuckDB binds a Python list element by element, ~0.1 ms each.
+            return dict(con.execute("SELECT w, stem(w, 'porter') FROM unnest(CAST(CAST($words AS JSON) AS VARCHAR[])) AS t(w)",
+                                    {"words": json.dumps(sorted(words))}).fetchall())  # fmt: skip
         except duckdb.Error:
             pass
     return {w: w for w in words}

@@ -47,6 +47,8 @@ class WarmVectors:
     doc_index: np.ndarray  # (chunks,) int32: position of the chunk's article in doc_ids
     day: np.ndarray  # (chunks,) int32: publication day since 1970-01-01, _NO_DATE when unknown
     doc_ids: np.ndarray  # (documents,) str, sorted
+    by_doc: np.ndarray  # (chunks,) int64: rows grouped by article; article a's are by_doc[doc_start[a]:doc_start[a + 1]]
+    doc_start: np.ndarray  # (documents + 1,) int64
 
 
 # One warehouse's vectors (the last one searched), and the connections already checked against it.
@@ -101,7 +103,10 @@ def load(con: duckdb.DuckDBPyConnection, state: tuple) -> WarmVectors:
         row += n
     if row != chunks:  # a chunk whose article is missing: the SQL join drops it too
         matrix, doc_index, day = matrix[:row].copy(), doc_index[:row], day[:row]
-    return WarmVectors(state, matrix, np.asarray(ids, dtype=object), doc_index, day, doc_ids)
+    by_doc = np.argsort(doc_index, kind="stable")
+    doc_start = np.zeros(len(doc_ids) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(doc_index, minlength=len(doc_ids)), out=doc_start[1:])
+    return WarmVectors(state, matrix, np.asarray(ids, dtype=object), doc_index, day, doc_ids, by_doc, doc_start)
 
 
 def _run(con: duckdb.DuckDBPyConnection, name: str, params: dict) -> duckdb.DuckDBPyConnection:

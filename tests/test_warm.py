@@ -1,20 +1,25 @@
-"""Warm sessions answer exact semantic search from vectors in memory (queries/warm.py): the same
-answer as semantic_search.sql, and never from vectors older than the warehouse."""
+"""Warm sessions answer exact semantic search from vectors in memory (queries/warm.py) and keyword
+search from postings in memory (queries/warm_keyword.py): the same answers as semantic_search.sql
+and keyword_search.sql, and never from data older than the warehouse."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import shutil
 
 import duckdb
 import numpy as np
 import pytest
-from conftest import SEED_FILE, doc_id_of
+from conftest import EVAL_SET, SEED_FILE, doc_id_of, write
 from test_ann import DIM, clustered, synthetic_warehouse
+from test_eval import EVALSET, fixture_set  # noqa: F401 - the evaluation set's warehouse, a fixture
 
-from newsindex.queries import named, warm
-from newsindex.queries.search import Filters, _with_passages, search, vector_literal
+from newsindex.queries import named, warm, warm_hybrid, warm_keyword
+from newsindex.queries.search import Filters, _with_passages, embed_query as embed, search, vector_literal
 from newsindex.queries.session import session
 from newsindex.warehouse import connection, documents
+from newsindex.warehouse import keyword as keyword_index
 
 QUERIES = ["Putin dismissed the warning before the Crocus attack", "flood damage after heavy rain", "election results"]
 
@@ -151,3 +156,171 @@ def test_ann_under_source_filter_and_per_doc_still_returns_k(synthetic):
         assert all(h.source_path.startswith("/corpus/d1") for h in result.hits)
         per_doc = search(con, "a question", k=10, mode="semantic", ann=True, per_doc=True)
         assert len({h.doc_id for h in per_doc.hits}) == 10
+
+
+# --- keyword --------------------------------------------------------------------------------------
+
+KEYWORD_FILTERS = [
+    None,
+    Filters(since=dt.date(2024, 6, 1)),
+    Filters(until=dt.date(2024, 6, 1)),
+    Filters(source="*/corpus/*"),
+    Filters(source="*/corpus/*", since=dt.date(2024, 1, 1)),
+    Filters(since=dt.date(2030, 1, 1)),  # nothing passes
+]
+
+
+def labelled_queries(path) -> list[str]:
+    return [json.loads(line)["query"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def keyword_queries() -> list[str]:
+    """The labelled queries of both evaluation sets, and some edge cases: stop words only, a word
+    no article holds, words in many passages."""
+    # Every 6th of the evaluation set's 183: the comparison runs each query ~50 times.
+    return [*QUERIES, *labelled_queries(EVAL_SET), *labelled_queries(EVALSET / "queries.jsonl")[::6],
+            "the and of", "zyxwvut", "said police government people"]  # fmt: skip
+
+
+def keyword_sql_answer(con, query: str, k: int, per_doc: bool, filters: Filters | None, stems) -> list[tuple[str, float]]:
+    statement = named.get("keyword_search")
+    params = {"query": query, "k": k, "per_doc": per_doc, "stems": stems, **(filters or Filters()).params()}
+    return [(row[0], row[-1]) for row in con.execute(statement.sql, statement.bind(params)).fetchall()]
+
+
+def same_keyword_answers(db, filters: list, ks=(3, 20)) -> int:
+    """Every query × filter × k (× per_doc, alternating by query) from memory and through keyword_search.sql (with the
+    stems search() passes); returns how many answers held exactly k hits, so that the comparison
+    is not one of empty answers. search() itself, passages included, on the first queries."""
+    full = 0
+    with session(db) as con:
+        postings = warm_keyword.postings_for(con)
+        for n, query in enumerate(keyword_queries()):
+            stems = keyword_index.query_stems(con, query)
+            for f in filters:
+                for k in ks:
+                    for per_doc in (False, True) if n < len(QUERIES) else (bool(n % 2),):
+                        expected = keyword_sql_answer(con, query, k, per_doc, f, stems)
+                        found = warm_keyword.search(con, postings, query, stems, k, **(f or Filters()).params(), per_doc=per_doc)
+                        assert [c for c, _ in found] == [c for c, _ in expected], (query, f, k, per_doc)
+                        assert [s for _, s in found] == pytest.approx([s for _, s in expected], abs=1e-5)
+                        full += len(expected) == k
+                        if n < len(QUERIES):
+                            in_memory = search(con, query, k=k, mode="keyword", filters=f, per_doc=per_doc)
+                            in_sql = search(con, query, k=k, mode="keyword", filters=f, per_doc=per_doc, in_memory=False)
+                            same_answer(in_memory.hits, in_sql.hits)
+        assert warm_keyword._cache, "the session's keyword searches were answered from memory"
+    return full
+
+
+def test_warm_keyword_search_equals_the_sql_query_on_real_articles(search_db):
+    seed = doc_id_of(search_db, SEED_FILE.stem)
+    assert same_keyword_answers(search_db, [*KEYWORD_FILTERS, Filters(doc=seed)]) > 100
+
+
+def test_warm_keyword_search_equals_the_sql_query_on_the_evaluation_set(fixture_set):  # noqa: F811
+    db, _ = fixture_set
+    # 91 articles in three topics of near-identical texts: many equal scores, so ties are broken
+    # as the SQL breaks them or the test fails.
+    filters = [None, Filters(since=dt.date(2025, 1, 1)), Filters(source="*-strike*"), Filters(until=dt.date(2024, 12, 31))]
+    assert same_keyword_answers(db, filters, ks=(1, 10, 40)) > 100
+
+
+def test_warm_keyword_without_stems_looks_words_up_as_the_macro_does(search_db):
+    """Where fts is not loaded search() passes no stems: the words are looked up among those seen
+    at ingest (keyword_query_terms.sql), as bm25_chunks does."""
+    with session(search_db) as con:
+        postings = warm_keyword.postings_for(con)
+        for query in keyword_queries():
+            for k in (5, 30):
+                expected = keyword_sql_answer(con, query, k, False, None, None)
+                found = warm_keyword.search(con, postings, query, None, k)
+                assert [c for c, _ in found] == [c for c, _ in expected], query
+                assert [s for _, s in found] == pytest.approx([s for _, s in expected], abs=1e-5)
+
+
+def test_the_index_answers_keyword_from_memory_and_sees_an_ingest(search_db, prefect_server, tmp_path):
+    from newsindex import Index
+
+    db = tmp_path / "copy.duckdb"
+    shutil.copy(search_db, db)
+    article = write(tmp_path / "news" / "ferry.md", "---\ntitle: Ferry Quorvath returns\ndate: 2025-05-05\n---\n"
+                    "The Quorvath ferry is back in service after its engine was repaired.\n")  # fmt: skip
+    with Index(db) as index:
+        snapshot = index._current()
+        assert snapshot.postings is not None and len(snapshot.postings.rows) > 0
+        before = index.search("Quorvath ferry", k=5, mode="keyword")
+        assert all("Quorvath" not in hit.text for hit in before)
+        index.ingest([article.parent])
+        assert index._current().postings is not snapshot.postings
+        after = index.search("Quorvath ferry", k=5, mode="keyword")
+        assert after[0].title == "Ferry Quorvath returns"
+        hybrid = index.search("Quorvath ferry", k=5, mode="hybrid")
+        assert hybrid[0].title == "Ferry Quorvath returns"
+        with session(db) as con:
+            same_answer(after, search(con, "Quorvath ferry", k=5, mode="keyword", in_memory=False).hits)
+            same_hybrid_answer(hybrid, search(con, "Quorvath ferry", k=5, mode="hybrid", in_memory=False).hits)
+
+
+# --- hybrid ---------------------------------------------------------------------------------------
+
+
+def same_hybrid_answer(warm_hits: list, sql_hits: list) -> None:
+    same_answer(warm_hits, sql_hits)
+    for name in ("semantic_rank", "keyword_rank"):
+        assert [getattr(h, name) for h in warm_hits] == [getattr(h, name) for h in sql_hits], name
+    for name in ("semantic_score", "keyword_score"):
+        warm_values, sql_values = [getattr(h, name) for h in warm_hits], [getattr(h, name) for h in sql_hits]
+        assert [v is None for v in warm_values] == [v is None for v in sql_values], name
+        assert [v for v in warm_values if v is not None] == pytest.approx([v for v in sql_values if v is not None], abs=1e-5)
+
+
+def same_hybrid_answers(db, queries: list[str], filters: list, ks: tuple) -> int:
+    """search() in hybrid mode from memory (hybrid_search.sql fed warm candidates) and through the
+    SQL's own scans; returns how many answers held exactly k articles."""
+    full = 0
+    with session(db) as con:
+        for query in queries:
+            for f in filters:
+                for k in ks:
+                    in_memory = search(con, query, k=k, mode="hybrid", filters=f)
+                    in_sql = search(con, query, k=k, mode="hybrid", filters=f, in_memory=False)
+                    same_hybrid_answer(in_memory.hits, in_sql.hits)
+                    full += len(in_sql.hits) == k
+        # A fixed weight and a shallow depth take the same path.
+        fusion = {"semantic_weight": 0.5, "depth": 5}
+        same_hybrid_answer(search(con, queries[0], k=8, mode="hybrid", fusion=fusion).hits,
+                           search(con, queries[0], k=8, mode="hybrid", fusion=fusion, in_memory=False).hits)  # fmt: skip
+    return full
+
+
+def test_warm_hybrid_search_equals_the_sql_query_on_real_articles(search_db):
+    queries = [*QUERIES, *labelled_queries(EVAL_SET), "the and of", "zyxwvut"]
+    filters = [None, Filters(since=dt.date(2024, 6, 1)), Filters(source="*/corpus/*", until=dt.date(2025, 6, 1)), Filters(since=dt.date(2030, 1, 1))]
+    assert same_hybrid_answers(search_db, queries, filters, (3, 20)) > 50
+
+
+def test_warm_hybrid_search_equals_the_sql_query_on_the_evaluation_set(fixture_set):  # noqa: F811
+    db, _ = fixture_set
+    queries = labelled_queries(EVALSET / "queries.jsonl")[::6]
+    filters = [None, Filters(since=dt.date(2025, 1, 1)), Filters(source="*-strike*")]
+    assert same_hybrid_answers(db, queries, filters, (1, 10, 40)) > 50
+
+
+def test_warm_hybrid_candidates_hold_every_side_s_top_articles(search_db):
+    """The bound candidates are what the SQL's own scans would keep: the semantic side's `depth`
+    best articles and the keyword side's."""
+    query = QUERIES[0]
+    with session(search_db) as con:
+        vectors, postings = warm.vectors_for(con), warm_keyword.postings_for(con)
+        vector = embed(query)
+        stems = keyword_index.query_stems(con, query)
+        found = warm_hybrid.candidates(con, vectors, postings, query, vector, stems, depth=5)
+        semantic = {s["doc_id"] for s in json.loads(found["semantic_best"])}
+        keyword = {p["doc_id"] for p in json.loads(found["keyword_passages"])}
+        statement = named.get("semantic_search")
+        params = {"query": query, "vector": vector_literal(vector), "k": 5, "per_doc": True}
+        assert semantic == {row[1] for row in con.execute(statement.sql, statement.bind(params)).fetchall()}
+        assert {doc for _, doc in [(c, c.rsplit("#", 1)[0]) for c, _ in keyword_sql_answer(con, query, 5, True, None, stems)]} <= keyword
+        passages = json.loads(found["semantic_passages"])
+        assert {p["doc_id"] for p in passages} == semantic | keyword
