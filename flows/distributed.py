@@ -21,7 +21,7 @@ import json
 import os
 import socket
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -126,22 +126,28 @@ def _worker_model(fingerprint: str):
     return info
 
 
+@dataclass(frozen=True)
+class EncodeJob:
+    """How every part of one run is encoded, the same on every worker. `weights`: the fingerprint
+    of the model's weights, checked against each worker's copy; `model`: that of the vectors (int8
+    has its own); `runtime`: the encoder the run chose, so that vectors from all workers mix as the
+    in-process run's would."""
+
+    settings: dict
+    weights: str
+    model: str
+    runtime: str
+    batch_chars: int
+    encode_batch_size: int
+
+    def chunk_key(self) -> str:
+        return f"{ChunkSettings(**self.settings).key()}|{self.model}"
+
+
 @task(cache_policy=NO_CACHE, persist_result=False, task_run_name="encode part {shard}")
-def encode_to_shard(
-    items: list[tuple[str, list[str]]],
-    staging: str,
-    shard: str,
-    settings: dict,
-    weights: str,
-    model: str,
-    runtime: str,
-    batch_chars: int,
-    encode_batch_size: int,
-) -> dict:
-    """Read, chunk and encode one part on a Dask worker; write it to a shard; return a manifest.
-    `weights`: the fingerprint of the model's weights, checked against the worker's copy; `model`:
-    that of the vectors (int8's own); `runtime`: the encoder the run chose (every worker uses it,
-    so that vectors from all workers mix as the in-process run's would)."""
+def encode_to_shard(items: list[tuple[str, list[str]]], staging: str, shard: str, job: EncodeJob) -> dict:
+    """Read, chunk and encode one part on a Dask worker as `job` says; write it to a shard; return
+    a manifest."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -155,18 +161,18 @@ def encode_to_shard(
         meta = pq.read_schema(path).metadata or {}
         saved = json.loads(meta.get(b"newsindex", b"{}"))
         return {**manifest, **saved, "shard": str(path), "reused": True}
-    info = _worker_model(weights)
-    encoder = load_encoder(runtime, info)  # once per worker process
-    chunk_settings = ChunkSettings(**settings)
-    chunk_key = f"{chunk_settings.key()}|{model}"
+    info = _worker_model(job.weights)
+    encoder = load_encoder(job.runtime, info)  # once per worker process
+    chunk_settings = ChunkSettings(**job.settings)
+    chunk_key = job.chunk_key()
     failures: list[tuple[str, int | None, str]] = []
     tables = []
     started = time.perf_counter()
-    for batch in pipeline.read_batches(items, chunk_settings, encoder.tokenizer, chunk_key, batch_chars, failures):
+    for batch in pipeline.read_batches(items, chunk_settings, encoder.tokenizer, chunk_key, job.batch_chars, failures):
         manifest["parse_seconds"] += time.perf_counter() - started
         texts = [t for row in batch.rows for t in row.chunk_texts]
         encode_started = time.perf_counter()
-        vectors = encoder.encode_ids(batch.ids, batch_size=encode_batch_size)
+        vectors = encoder.encode_ids(batch.ids, batch_size=job.encode_batch_size)
         manifest["embed_seconds"] += time.perf_counter() - encode_started
         faults.point("shard")
         tables.append(_batch_table(batch.rows, vectors))
@@ -230,35 +236,25 @@ def load_shard(shard_path: str, db: str, fingerprint: str) -> dict:
 
 
 @flow(name="ingest-embed-on-dask", log_prints=False)
-def embed_on_cluster(
-    groups: list[list[tuple[str, list[str]]]],
-    db: str,
-    settings: dict,
-    weights: str,
-    model: str,
-    runtime: str,
-    batch_chars: int,
-    encode_batch_size: int,
-) -> dict:
+def embed_on_cluster(groups: list[list[tuple[str, list[str]]]], db: str, job: EncodeJob) -> dict:
     """Encode every part on the cluster and load the shards as they arrive (a subflow, so that the
     ingest flow keeps its in-process runner and this one gets the Dask runner)."""
     logger = get_run_logger()
     staging = staging_dir(db)
     staging.mkdir(parents=True, exist_ok=True)
-    chunk_key = f"{ChunkSettings(**settings).key()}|{model}"
-    names = [shard_name(group, chunk_key) for group in groups]
+    names = [shard_name(group, job.chunk_key()) for group in groups]
     for leftover in staging.iterdir():
         if leftover.name not in names:  # another plan's shard or a partial write of a dead run
             leftover.unlink(missing_ok=True)
     totals = {**{name: 0.0 if name.endswith("_seconds") else 0 for name in runs.PART_COUNTERS}, "failures": [],
               "parts": len(groups), "reused_shards": 0, "workers": set()}  # fmt: skip
     futures = [
-        encode_to_shard.submit(group, str(staging), name, settings, weights, model, runtime, batch_chars, encode_batch_size)
+        encode_to_shard.submit(group, str(staging), name, job)
         for group, name in zip(groups, names)
     ]
     for future in as_completed(futures):
         manifest = future.result()
-        loaded = load_shard(manifest["shard"], db, model)
+        loaded = load_shard(manifest["shard"], db, job.model)
         logger.info("part from %s: %d documents, %d chunks%s", manifest["worker"], manifest["documents"],
                     manifest["chunks"], " (reused shard)" if manifest["reused"] else "")  # fmt: skip
         for key in ("added", "updated", "unchanged", "write_seconds"):

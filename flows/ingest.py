@@ -472,8 +472,9 @@ def _ingest(
 
             logger.info("embedding %d parts on a %s", len(groups), cluster)
             on_dask = distributed.embed_on_cluster.with_options(task_runner=distributed.task_runner(cluster.workers, cluster.address))
-            result = on_dask(groups, db_file, asdict(settings), weights.fingerprint, info.fingerprint, runtime,
-                             batch_chars, ENCODE_BATCH_SIZE)
+            job = distributed.EncodeJob(asdict(settings), weights.fingerprint, info.fingerprint, runtime, batch_chars,
+                                        ENCODE_BATCH_SIZE)  # fmt: skip
+            result = on_dask(groups, db_file, job)
             for key in runs.PART_COUNTERS:
                 counts[key] += result[key]
             failures.extend(Failure(*f) for f in result["failures"])
