@@ -54,6 +54,7 @@ def run_ingest(on_progress: Callable[..., None] | None = None, **parameters) -> 
     finally:
         _on_progress.reset(token)
 
+
 # About 100k characters (~25k tokens) per batch: a second or two of encoding, long enough that
 # sorting by length pays off and short enough that progress moves and the write lock stays brief.
 DEFAULT_BATCH_CHARS = 100_000

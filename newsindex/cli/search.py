@@ -14,10 +14,7 @@ from newsindex.cli.common import CLIError, _bounded, _exit_on_ctrl_c, db_option,
 from newsindex.cli.output import _emit_records, _printable, _table
 from newsindex.queries.modes import DEFAULT as DEFAULT_MODE, MODES as SEARCH_MODES
 
-
 MAX_K = 10_000
-
-
 k_bounds = _bounded(1, MAX_K)
 
 

@@ -12,9 +12,7 @@ from newsindex.cli.app import cli
 from newsindex.cli.common import CLIError, _bounded, _exit_on_ctrl_c, db_option, domain_errors, with_output
 from newsindex.cli.output import _run_and_print
 
-
 MAX_ROWS = 1_000_000
-
 
 max_rows_option = click.option(
     "--max-rows", default=200, show_default=True, callback=_bounded(1, MAX_ROWS),
