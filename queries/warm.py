@@ -122,20 +122,37 @@ def allowed_rows(
     source: str | None,
     doc: str | None,
 ) -> np.ndarray | None:
-    """Boolean mask of the chunks that pass the filters (None: no filter). Dates are compared in
-    memory; a source glob or document id asks DuckDB which articles match (passage_filter, the
-    same macro the SQL queries use), so glob semantics are DuckDB's."""
+    """Boolean mask of the chunks that pass the filters (None: no filter)."""
+    return filter_mask(con, vectors.doc_ids, vectors.doc_index, vectors.day, since, until, source, doc)
+
+
+def filter_mask(
+    con: duckdb.DuckDBPyConnection,
+    doc_ids: np.ndarray,
+    doc_index: np.ndarray,
+    day: np.ndarray,
+    since: dt.date | None,
+    until: dt.date | None,
+    source: str | None,
+    doc: str | None,
+) -> np.ndarray | None:
+    """Boolean mask of the rows (chunks, each with its article's position in the sorted `doc_ids`
+    and its day) that pass the filters; None: no filter. Dates are compared in memory; a source
+    glob or document id asks DuckDB which articles match (passage_filter, the same macro the SQL
+    queries use), so glob semantics are DuckDB's. A position of len(doc_ids) (an article gone
+    since the rows were loaded) passes no glob or id."""
     if source is not None or doc is not None:
-        matching = np.asarray([r[0] for r in _run(con, "filtered_documents", {"since": since, "until": until, "source": source, "doc": doc}).fetchall()], dtype=str)
-        docs = np.zeros(len(vectors.doc_ids), dtype=bool)
-        docs[np.searchsorted(vectors.doc_ids, matching)] = True
-        return docs[vectors.doc_index]
+        matching = [r[0] for r in _run(con, "filtered_documents", {"since": since, "until": until, "source": source, "doc": doc}).fetchall()]
+        docs = np.zeros(len(doc_ids) + 1, dtype=bool)
+        if matching:
+            docs[np.searchsorted(doc_ids, np.asarray(matching, dtype=str))] = True
+        return docs[doc_index]
     if since is None and until is None:
         return None
     # An article without a date passes no date filter (NULL comparisons in SQL).
     low = (since - _EPOCH).days if since else _NO_DATE + 1
     high = (until - _EPOCH).days if until else np.iinfo(np.int32).max
-    return (vectors.day >= low) & (vectors.day <= high)
+    return (day >= low) & (day <= high)
 
 
 def top_chunks(

@@ -145,17 +145,8 @@ def allowed_rows(
     """Boolean mask of the chunk rows that pass the filters (None: no filter), and whether a source
     or document filter is among them (keyword_search.sql keeps its top k in bm25_chunks only
     without one). Dates compare in memory; a glob or id asks filtered_documents, as warm does."""
-    if source is not None or doc is not None:
-        matching = [r[0] for r in _run(con, "filtered_documents", {"since": since, "until": until, "source": source, "doc": doc}).fetchall()]
-        docs = np.zeros(len(postings.doc_ids) + 1, dtype=bool)  # the last slot: articles that are gone
-        if matching:
-            docs[np.searchsorted(postings.doc_ids, np.asarray(matching, dtype=str))] = True
-        return docs[postings.doc_index], True
-    if since is None and until is None:
-        return None, False
-    low = (since - warm._EPOCH).days if since else warm._NO_DATE + 1
-    high = (until - warm._EPOCH).days if until else np.iinfo(np.int32).max
-    return (postings.day >= low) & (postings.day <= high), False
+    mask = warm.filter_mask(con, postings.doc_ids, postings.doc_index, postings.day, since, until, source, doc)
+    return mask, source is not None or doc is not None
 
 
 def scores(postings: WarmPostings, term_ids: list[int], k1: float = K1, b: float = B) -> tuple[np.ndarray, np.ndarray]:

@@ -28,15 +28,17 @@ memory_option = click.option(
 )  # fmt: skip
 
 
+def sql_run_options(func):
+    """What every command that runs SQL takes: its limits, the warehouse and the output format."""
+    for option in reversed((max_rows_option, timeout_option, memory_option, db_option, with_output, domain_errors)):
+        func = option(func)
+    return func
+
+
 @cli.command()
 @click.argument("statement", required=False)
 @click.option("-f", "--file", "sql_file", type=click.File("r"), help="Read the SQL from a file ('-' for stdin).")
-@max_rows_option
-@timeout_option
-@memory_option
-@db_option
-@with_output
-@domain_errors
+@sql_run_options
 def sql(statement, sql_file, max_rows, timeout, memory_limit, db, as_json, as_csv) -> None:
     """Run read-only SQL against the warehouse. `embed('text')` gives a query vector:
 
@@ -87,12 +89,7 @@ def list_queries(as_json: bool, show_all: bool) -> None:
 @cli.command("query")
 @click.argument("name")
 @click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="A parameter; repeat for more.")
-@max_rows_option
-@timeout_option
-@memory_option
-@db_option
-@with_output
-@domain_errors
+@sql_run_options
 def run_query(name, params, max_rows, timeout, memory_limit, db, as_json, as_csv) -> None:
     """Run the named query NAME with bound parameters (see `newsindex queries`)."""
     from newsindex.queries import named
