@@ -320,7 +320,7 @@ def test_warm_hybrid_candidates_hold_every_side_s_top_articles(search_db):
         keyword = {p["doc_id"] for p in json.loads(found["keyword_passages"])}
         statement = named.get("semantic_search")
         params = {"query": query, "vector": vector_literal(vector), "k": 5, "per_doc": True}
-        assert semantic == {row[1] for row in con.execute(statement.sql, statement.bind(params)).fetchall()}
+        assert semantic == {row[1] for row in con.execute(statement.sql_for(documents.chunk_dimension(con)), statement.bind(params)).fetchall()}
         assert {doc for _, doc in [(c, c.rsplit("#", 1)[0]) for c, _ in keyword_sql_answer(con, query, 5, True, None, stems)]} <= keyword
         passages = json.loads(found["semantic_passages"])
         assert {p["doc_id"] for p in passages} == semantic | keyword
