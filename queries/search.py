@@ -14,6 +14,7 @@ import time
 import unicodedata
 import weakref
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from collections.abc import Iterator
@@ -317,9 +318,15 @@ _STOP = frozenset(
 )
 
 
+@lru_cache(maxsize=1 << 16)
 def _fold(word: str) -> str:
-    """Lower case without accents, as the keyword index stores a word before stemming it."""
-    return "".join(c for c in unicodedata.normalize("NFKD", word.lower()) if not unicodedata.combining(c))
+    """Lower case without accents, as the keyword index stores a word before stemming it. Cached,
+    and ASCII taken as it is (NFKD leaves it unchanged): every word of every shown passage passes
+    here on each search, most of them the same few thousand words."""
+    lower = word.lower()
+    if lower.isascii():
+        return lower
+    return "".join(c for c in unicodedata.normalize("NFKD", lower) if not unicodedata.combining(c))
 
 
 def content_words(query: str) -> list[str]:
