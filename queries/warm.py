@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,17 +70,27 @@ def database_path(con: duckdb.DuckDBPyConnection) -> Path | None:
 def vectors_for(con: duckdb.DuckDBPyConnection) -> WarmVectors | None:
     """The connection's warehouse in memory, loaded on first use or when its state changed;
     None for an in-memory database (nothing to cache it under)."""
+    return snapshot_for(con, _cache, _checked, load)
+
+
+def snapshot_for(con: duckdb.DuckDBPyConnection, cache: dict, checked: weakref.WeakKeyDictionary,
+                 load: Callable, available: Callable | None = None):  # fmt: skip
+    """What `load(con, state)` makes of the connection's warehouse, kept in `cache` (one warehouse)
+    until the warehouse's state changes, and checked once per connection (`checked`); None for an
+    in-memory database, or where `available(con)` says there is nothing to load."""
     path = database_path(con)
     if path is None:
         return None
-    cached = _cache.get(path)
-    if cached is not None and _checked.get(con) == (path, cached.state):
+    cached = cache.get(path)
+    if cached is not None and checked.get(con) == (path, cached.state):
         return cached
     state = warehouse_state(con)
     if cached is None or cached.state != state:
-        _cache.clear()  # free the old matrix before loading the new one
-        cached = _cache[path] = load(con, state)
-    _checked[con] = (path, state)
+        cache.clear()  # free the old copy before loading the new one
+        if available is not None and not available(con):
+            return None
+        cached = cache[path] = load(con, state)
+    checked[con] = (path, state)
     return cached
 
 
@@ -139,8 +150,8 @@ def filter_mask(
     """Boolean mask of the rows (chunks, each with its article's position in the sorted `doc_ids`
     and its day) that pass the filters; None: no filter. Dates are compared in memory; a source
     glob or document id asks DuckDB which articles match (passage_filter, the same macro the SQL
-    queries use), so glob semantics are DuckDB's. A position of len(doc_ids) (an article gone
-    since the rows were loaded) passes no glob or id."""
+    queries use), so glob semantics are DuckDB's. A position of -1 (an article that is gone) passes
+    no glob or id."""
     if source is not None or doc is not None:
         matching = [r[0] for r in _run(con, "filtered_documents", {"since": since, "until": until, "source": source, "doc": doc}).fetchall()]
         docs = np.zeros(len(doc_ids) + 1, dtype=bool)
@@ -169,19 +180,30 @@ def top_chunks(
         scores = vectors.matrix[rows] @ query if len(rows) < len(vectors.matrix) // 4 else (vectors.matrix @ query)[rows]
     if not len(scores):
         return []
-    take = k if not per_doc else min(len(scores), 8 * k)
+    if per_doc:
+        return [(chunk_id, score) for chunk_id, _, score in best_per_article(scores, rows, vectors.chunk_ids, vectors.doc_index, k)]
+    best = _best(scores, k)
+    picked = best if rows is None else rows[best]
+    ranked = sorted(zip((-scores[best]).tolist(), vectors.chunk_ids[picked].tolist()))
+    return [(chunk_id, -negative) for negative, chunk_id in ranked[:k]]
+
+
+def best_per_article(
+    scores: np.ndarray, rows: np.ndarray | None, chunk_ids: np.ndarray, doc_index: np.ndarray, k: int
+) -> list[tuple[str, int, float]]:
+    """(chunk_id, row, score) of the best chunk of each of the k best articles, by score then chunk
+    id. `rows`: each score's row in `chunk_ids` and `doc_index` (None: the positions are the rows)."""
+    take = min(len(scores), 8 * k)
     while True:
         best = _best(scores, take)
         picked = best if rows is None else rows[best]
-        ranked = sorted(zip((-scores[best]).tolist(), vectors.chunk_ids[picked].tolist(), picked.tolist()))
-        if not per_doc:
-            return [(chunk_id, -negative) for negative, chunk_id, _ in ranked[:k]]
+        ranked = sorted(zip((-scores[best]).tolist(), chunk_ids[picked].tolist(), picked.tolist()))
         found, seen = [], set()
         for negative, chunk_id, row in ranked:
-            article = int(vectors.doc_index[row])
+            article = int(doc_index[row])
             if article not in seen:
                 seen.add(article)
-                found.append((chunk_id, -negative))
+                found.append((chunk_id, row, -negative))
                 if len(found) == k:
                     return found
         if take >= len(scores):

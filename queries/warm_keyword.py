@@ -71,31 +71,18 @@ def is_available(con: duckdb.DuckDBPyConnection) -> bool:
 def postings_for(con: duckdb.DuckDBPyConnection) -> WarmPostings | None:
     """The connection's keyword index in memory, loaded on first use or when the warehouse changed;
     None for an in-memory database or one whose index is missing or behind the chunks."""
-    path = warm.database_path(con)
-    if path is None:
-        return None
-    cached = _cache.get(path)
-    if cached is not None and _checked.get(con) == (path, cached.state):
-        return cached
-    state = warm.warehouse_state(con)
-    if cached is None or cached.state != state:
-        _cache.clear()
-        if not is_available(con):
-            return None
-        cached = _cache[path] = load(con, state)
-    _checked[con] = (path, state)
-    return cached
+    return warm.snapshot_for(con, _cache, _checked, load, is_available)
 
 
 def load(con: duckdb.DuckDBPyConnection, state: tuple) -> WarmPostings:
-    chunks = _run(con, "keyword_chunks", {}).fetchnumpy()
+    chunks = warm._run(con, "keyword_chunks", {}).fetchnumpy()
     chunk_nos = np.asarray(chunks["chunk_no"], dtype=np.int64)
     length = np.asarray(chunks["len"], dtype=np.int32)
     doc_index = _filled(chunks["doc_index"], -1)
     day = _filled(chunks["day"], warm._NO_DATE)
     chunk_ids = np.asarray(chunks["chunk_id"], dtype=object)
     del chunks
-    postings = _run(con, "keyword_postings", {}).fetchnumpy()
+    postings = warm._run(con, "keyword_postings", {}).fetchnumpy()
     term_ids = np.asarray(postings["term_id"], dtype=np.int32)
     order = np.argsort(term_ids, kind="stable")  # a radix sort: postings are int32 term ids
     term_ids = term_ids[order]
@@ -107,7 +94,7 @@ def load(con: duckdb.DuckDBPyConnection, state: tuple) -> WarmPostings:
     top = int(term_ids[-1]) if len(term_ids) else 0
     term_start = np.zeros(top + 2, dtype=np.int64)
     np.cumsum(np.bincount(term_ids, minlength=top + 1), out=term_start[1:])
-    doc_ids = np.asarray([row[0] for row in _run(con, "filtered_documents", {}).fetchall()], dtype=str)
+    doc_ids = np.asarray([row[0] for row in warm._run(con, "filtered_documents", {}).fetchall()], dtype=str)
     avgdl = float(length.sum(dtype=np.int64)) / len(length) if len(length) else 0.0
     terms = dict(con.execute("SELECT term, term_id FROM kw_terms").fetchall())
     return WarmPostings(state, term_start, rows, tf, length, chunk_ids, doc_index, day, doc_ids, avgdl, terms)
@@ -119,11 +106,6 @@ def _filled(column, fill: int) -> np.ndarray:
     return np.asarray(column, dtype=np.int32)
 
 
-def _run(con: duckdb.DuckDBPyConnection, name: str, params: dict) -> duckdb.DuckDBPyConnection:
-    statement = named.get(name)
-    return con.execute(statement.sql, statement.bind(params))
-
-
 def query_terms(con: duckdb.DuckDBPyConnection, postings: WarmPostings, query: str, stems: list[str] | None) -> list[int]:
     """The term ids bm25_chunks scores for the query. With stems (what search() passes where fts
     is loaded) they are looked up in memory, as the macro looks them up in kw_terms (by the md5 of
@@ -131,7 +113,7 @@ def query_terms(con: duckdb.DuckDBPyConnection, postings: WarmPostings, query: s
     go through keyword_query_terms.sql, the macro's own lookup by the words seen at ingest."""
     if stems is not None:
         return sorted({postings.terms[stem] for stem in stems if stem in postings.terms})
-    return [row[0] for row in _run(con, "keyword_query_terms", {"query": query, "stems": stems}).fetchall()]
+    return [row[0] for row in warm._run(con, "keyword_query_terms", {"query": query, "stems": stems}).fetchall()]
 
 
 def allowed_rows(
@@ -224,21 +206,7 @@ def keyword_chunks(
             picked = sorted(zip(postings.chunk_ids[rows[best]].tolist(), rows[best].tolist(), values[best].tolist()),
                             key=lambda t: (-t[2], t[0]))[:k]  # fmt: skip
         return sorted(picked, key=lambda t: (-t[2], t[0]))
-    take = min(len(values), 8 * k)
-    while True:
-        best = warm._best(values, take)
-        ranked = sorted(zip((-values[best]).tolist(), postings.chunk_ids[rows[best]].tolist(), rows[best].tolist()))
-        found, seen = [], set()
-        for negative, chunk_id, row in ranked:
-            article = int(postings.doc_index[row])
-            if article not in seen:
-                seen.add(article)
-                found.append((chunk_id, row, -negative))
-                if len(found) == k:
-                    return found
-        if take >= len(values):
-            return found
-        take = min(len(values), take * 4)
+    return warm.best_per_article(values, rows, postings.chunk_ids, postings.doc_index, k)
 
 
 def search(
