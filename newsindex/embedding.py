@@ -10,6 +10,7 @@ weights (newsindex/onnx_export.py). Every exact runtime gives the same vectors t
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -265,11 +266,13 @@ def choose_runtime(precision: str = "exact") -> str:
 
 
 def _calibration_key(info: ModelInfo, candidates: list[str]) -> str:
+    # From the installed packages' metadata: importing them for their versions (torch takes
+    # seconds) would cost every ingest that runs on another runtime.
     versions = []
-    for module in ("torch", "onnxruntime", "openvino"):
+    for package in ("torch", "onnxruntime", "openvino"):
         try:
-            versions.append(f"{module}={__import__(module).__version__}")
-        except ImportError:
+            versions.append(f"{package}={importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
             pass
     return "|".join([cpu_description(), info.fingerprint, *versions, *candidates])
 
