@@ -3,6 +3,9 @@
 `NEWSINDEX_FAULT=write` dies at the first hit of the point `write`, `write:3` at the third. The
 crash tests use these to stop a real ingest at exact places (mid-parse, between embedding batches,
 inside the write transaction, right after commit). Unset, a point costs one dictionary lookup.
+
+$NEWSINDEX_FAULT_SIGNAL=STOP stops the process there instead (SIGSTOP; the test resumes it with
+SIGCONT): a run held mid-flight at a known place, so an overlapping run is sure to meet it.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ def point(name: str) -> None:
         return
     _hits[name] = _hits.get(name, 0) + 1
     if _hits[name] == int(nth or 1) and _first_across_processes():
-        os.kill(os.getpid(), signal.SIGKILL)
+        stop = os.environ.get("NEWSINDEX_FAULT_SIGNAL", "").upper() == "STOP"
+        os.kill(os.getpid(), signal.SIGSTOP if stop else signal.SIGKILL)
 
 
 def _first_across_processes() -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -163,26 +164,47 @@ def test_deleting_the_lock_file_while_held_keeps_others_out(tmp_path, subprocess
     assert holder.returncode == 0
 
 
+def _stopped(pid: int) -> bool:
+    """The process is stopped by a signal (state T in /proc/PID/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2] in "Tt"
+
+
 def test_two_runs_with_the_lock_file_deleted_between_them_store_one_copy(prefect_server, tmp_path):
     """The reproduction from the issue: deleting the lock file during a run let a second run go
-    beside it, which stored every document twice."""
+    beside it, which stored every document twice. The first run is stopped after its first embedded
+    batch (lock held, nothing written yet), so the second is sure to start while it runs."""
     folder = tmp_path / "news"
     shutil.copytree(CORPUS, folder)
     db = tmp_path / "deleted.duckdb"
     lock = Path(f"{db}.ingest.lock")
-    first = run_ingest(folder, db)
-    wait_for(lambda: (_holder_info(lock) or {}).get("pid") == first.pid, 240, "the first run to take the lock")
-    lock.unlink()
-    second = run_ingest(folder, db)
-    results = []
-    for process in (first, second):
-        out, err = process.communicate(timeout=600)
-        assert process.returncode == 0, err
-        results.append((json.loads(out), err))
+    first = subprocess.Popen(
+        [NEWSINDEX, "ingest", str(folder), "--db", str(db), "--json"], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "NEWSINDEX_FAULT": "embed", "NEWSINDEX_FAULT_SIGNAL": "STOP"},
+    )  # fmt: skip
+    second = None
+    try:
+        wait_for(lambda: _stopped(first.pid) or first.poll() is not None, 240, "the first run to stop at its first batch")
+        assert first.poll() is None, first.communicate()[1]
+        assert (_holder_info(lock) or {}).get("pid") == first.pid
+        lock.unlink()
+        stderr_file = tmp_path / "second.err"
+        with stderr_file.open("w") as err:
+            second = run_ingest(folder, db, stderr=err)
+            wait_for(lambda: "waiting for another ingest run (its lock file" in stderr_file.read_text()
+                     or second.poll() is not None, 240, "the second run to say it waits")  # fmt: skip
+            assert second.poll() is None, f"the second run must wait for the first: {stderr_file.read_text()}"
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err
+    second_out, _ = second.communicate(timeout=600)
+    assert second.returncode == 0, stderr_file.read_text()
     files = len(list(folder.glob("*.txt")))
-    assert [r["added"] for r, _ in results] == [files, 0]
-    assert results[1][0]["unchanged"] == files
-    assert "waiting for another ingest run (its lock file" in results[1][1]
+    assert json.loads(out)["added"] == files
+    assert json.loads(second_out)["added"] == 0
+    assert json.loads(second_out)["unchanged"] == files
     per_file, repeated = copies(db)
     assert len(per_file) == files and set(per_file.values()) == {1}
     assert repeated == 0
