@@ -145,10 +145,10 @@ def search(
             # export of it yet, weights torch cannot read), and its vector could not be compared.
             vector = embed_query(query)
             params["vector"] = vector_literal(vector)
-        if spec.keyword and not keyword_index.search_index_is_current(con):
+        if spec.keyword and not _index_current(con, db):
             result.warnings.append("the keyword index is older than the stored chunks; run `newsindex ingest` to rebuild it")
         if mode != "semantic" and _has_stem(con):
-            params["stems"] = keyword_index.query_stems(con, query)
+            params["stems"] = query_stems(con, query)
         if in_memory is None:
             in_memory = isinstance(db, duckdb.DuckDBPyConnection)
         records = None
@@ -159,8 +159,7 @@ def search(
         elif mode == "keyword" and in_memory:
             records = _warm_keyword(con, query, params.get("stems"), k, filters, per_doc, preloaded)
         elif spec.side is None and in_memory:
-            # hybrid_search.sql fuses, fed both sides' candidates from memory instead of its scans.
-            params.update(_warm_candidates(con, query, vector, params.get("stems"), params["depth"], filters, preloaded))
+            records = _warm_hybrid(con, statement, params, vector, k, filters, preloaded, fusion)
         if records is None:
             # A mode's query takes the parameters it declares (hybrid has no per_doc: it always ranks articles).
             declared = {p.name for p in statement.params}
@@ -194,6 +193,18 @@ def _has_stem(con: duckdb.DuckDBPyConnection) -> bool:
 
 
 _stem_loaded: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _index_current(con: duckdb.DuckDBPyConnection, db) -> bool:
+    """Whether the keyword index covers the chunks; kept per session connection, as the model check."""
+    if not isinstance(db, duckdb.DuckDBPyConnection):
+        return keyword_index.search_index_is_current(con)
+    if con not in _index_checked:
+        _index_checked[con] = keyword_index.search_index_is_current(con)
+    return _index_checked[con]
+
+
+_index_checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 # A session's answer to the model check, kept per connection: its read-only connection keeps
@@ -237,18 +248,20 @@ def _warm_keyword(
     return _with_passages(con, found)
 
 
-def _warm_candidates(
-    con: duckdb.DuckDBPyConnection, query: str, vector: np.ndarray, stems: list[str] | None, depth: int, filters: Filters,
-    preloaded: tuple | None = None,
-) -> dict:
-    """hybrid_search.sql's semantic_best and keyword_passages from memory; {} (the SQL scans) where
-    either side has nothing in memory."""
+def _warm_hybrid(
+    con: duckdb.DuckDBPyConnection, statement: named.NamedQuery, params: dict, vector: np.ndarray, k: int,
+    filters: Filters, preloaded: tuple | None = None, fusion: dict | None = None,
+) -> list[dict] | None:
+    """hybrid_search.sql's answer, fused from both sides' candidates in memory; None (the SQL
+    scans) where either side has nothing in memory."""
     from newsindex.queries import warm, warm_hybrid, warm_keyword
 
     vectors, postings = preloaded if preloaded else (warm.vectors_for(con), warm_keyword.postings_for(con))
     if vectors is None or postings is None:
-        return {}
-    return warm_hybrid.candidates(con, vectors, postings, query, vector, stems, int(depth), **filters.params())
+        return None
+    declared = {p.name for p in statement.params}
+    bound = statement.bind({name: value for name, value in params.items() if name in declared or name in (fusion or {})})
+    return warm_hybrid.search(con, vectors, postings, params["query"], vector, params.get("stems"), k, bound, **filters.params())
 
 
 def _with_passages(con: duckdb.DuckDBPyConnection, found: list[tuple[str, float]]) -> list[dict]:
@@ -320,13 +333,21 @@ _STOP = frozenset(
 
 @lru_cache(maxsize=1 << 16)
 def _fold(word: str) -> str:
-    """Lower case without accents, as the keyword index stores a word before stemming it. Cached,
-    and ASCII taken as it is (NFKD leaves it unchanged): every word of every shown passage passes
-    here on each search, most of them the same few thousand words."""
+    """Lower case without accents, as the keyword index stores a word before stemming it (DuckDB's
+    strip_accents: canonical decomposition, marks dropped; 'ﬁ' stays a ligature). Cached, and ASCII
+    taken as it is: every word of every shown passage passes here on each search, most of them the
+    same few thousand words."""
     lower = word.lower()
     if lower.isascii():
         return lower
-    return "".join(c for c in unicodedata.normalize("NFKD", lower) if not unicodedata.combining(c))
+    return "".join(c for c in unicodedata.normalize("NFD", lower) if not unicodedata.combining(c))
+
+
+def query_stems(con: duckdb.DuckDBPyConnection, query: str) -> list[str]:
+    """The Porter stems of the query's words, stop words included: warehouse/keyword.py's
+    query_stems (the kw_tokenize macro, then stem()), with the words split here and their stems
+    cached; the macro's regular expression costs ~2.5 ms a query to compile."""
+    return sorted(set(_stems(con, {_fold(w) for w in _WORD.findall(query)}).values()))
 
 
 def content_words(query: str) -> list[str]:
@@ -339,17 +360,40 @@ def word_count(query: str) -> int:
     return len(_WORD.findall(query))
 
 
+def term_coverage(query: str, text: str, con: duckdb.DuckDBPyConnection | None = None) -> float:
+    """hybrid_search.sql's `coverage`: the share of the query's distinct terms (the stems of its
+    content words) that the text holds among the stems of all its words; 0 for a query of stopwords."""
+    wanted = set(content_words(query))
+    if not wanted:
+        return 0.0
+    words = {_fold(w) for w in _WORD.findall(text)}
+    stems = _stems(con, wanted | words)
+    terms = {stems[w] for w in wanted}
+    return len(terms & {stems[w] for w in words}) / len(terms)
+
+
+# word -> Porter stem, as DuckDB's stem() gave it: the same word always has the same stem, and a
+# search stems every word of the passages it shows (most of them the same few thousand words).
+_stem_cache: dict[str, str] = {}
+
+
 def _stems(con: duckdb.DuckDBPyConnection | None, words: set[str]) -> dict[str, str]:
     """Each word's Porter stem from DuckDB's `stem()`, the one the keyword index uses; a word is its
     own stem where the full-text extension is not loaded (a semantic-only session)."""
-    if con is not None and words:
+    if con is None or not words or not _has_stem(con):
+        return {w: w for w in words}
+    missing = sorted(w for w in words if w not in _stem_cache)
+    if missing:
         try:
             # The words as one JSON text: DuckDB binds a Python list element by element, ~0.1 ms each.
-            return dict(con.execute("SELECT w, stem(w, 'porter') FROM unnest(CAST(CAST($words AS JSON) AS VARCHAR[])) AS t(w)",
-                                    {"words": json.dumps(sorted(words))}).fetchall())  # fmt: skip
+            found = con.execute("SELECT w, stem(w, 'porter') FROM unnest(CAST(CAST($words AS JSON) AS VARCHAR[])) AS t(w)",
+                                {"words": json.dumps(missing)}).fetchall()  # fmt: skip
         except duckdb.Error:
-            pass
-    return {w: w for w in words}
+            return {w: w for w in words}
+        if len(_stem_cache) > 1 << 18:
+            _stem_cache.clear()
+        _stem_cache.update(found)
+    return {w: _stem_cache.get(w, w) for w in words}
 
 
 class Matcher:

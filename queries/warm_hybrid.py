@@ -1,11 +1,13 @@
-"""Hybrid search for warm sessions: both sides' candidates from memory, fused by hybrid_search.sql.
+"""Hybrid search for warm sessions: both sides' candidates from memory, fused here as
+hybrid_search.sql fuses them.
 
-The fusion (normalisation, weights, the best passage of each article) is defined once, in
-hybrid_search.sql. What costs there is the two scans that feed it: every chunk's inner product
-with the query, and bm25_chunks. A warm session has both in memory (queries/warm.py,
-queries/warm_keyword.py), so it computes the same candidates here and binds them to the query as
-`semantic_best`, `semantic_passages` and `keyword_passages` (JSON text), which replace the scans. Fed the same candidates, the SQL
-gives the same answer (tests/test_warm.py):
+The fusion (normalisation, weights, the best passage of each article) is defined in
+hybrid_search.sql, which cold searches and SQL users run. What costs there is the two scans that
+feed it (every chunk's inner product with the query, and bm25_chunks) and, for a warm session,
+binding candidates to it. A warm session has both sides in memory (queries/warm.py,
+queries/warm_keyword.py), so it computes the same candidates and evaluates the same fusion in
+Python (`fuse`); fed the same candidates, the SQL gives the same answer (tests/test_warm.py, which
+also binds them to the SQL as `semantic_best`, `semantic_passages` and `keyword_passages`):
 
 - semantic: each article's best passage score, for at least the `depth` best articles (the query
   keeps the top `depth` itself, so extra ones, such as ties at the edge, change nothing);
@@ -13,8 +15,7 @@ gives the same answer (tests/test_warm.py):
   chunk_no, without a source or document filter; every match with one), restricted to the
   articles that can matter: the keyword side's top `depth` and the semantic candidates (every
   winner is one of those, and its best passage is chosen among its own passages);
-- the semantic score of every passage of those articles (the SQL recomputes them for its k
-  winners, a scan of the chunks' article ids).
+- the semantic score of every passage of those articles.
 """
 
 from __future__ import annotations
@@ -26,20 +27,22 @@ import duckdb
 import numpy as np
 
 from newsindex.queries import warm, warm_keyword
+from newsindex.queries.search import term_coverage, word_count
 
 
 def semantic_best(
     vectors: warm.WarmVectors, query: np.ndarray, depth: int, allowed: np.ndarray | None
 ) -> list[dict]:
     """{doc_id, score} of each of the `depth` articles with the best passages (and any tied)."""
-    if allowed is None:
-        rows, values = None, vectors.matrix @ query
-    else:
-        rows = np.flatnonzero(allowed)
-        values = vectors.matrix[rows] @ query if len(rows) < len(vectors.matrix) // 4 else (vectors.matrix @ query)[rows]
-    articles = vectors.doc_index if rows is None else vectors.doc_index[rows]
-    best = top_articles(values, articles, depth)
-    return [{"doc_id": str(vectors.doc_ids[a]), "score": s} for a, s in best.items()]
+    want = max(1024, 32 * depth)
+    while True:
+        rows, values, bound = warm.exact_scores(vectors, query, allowed, want)
+        articles = vectors.doc_index if rows is None else vectors.doc_index[rows]
+        best = top_articles(values, articles, depth)
+        # Exact once the last article kept beats every passage left out (see warm.exact_scores).
+        if bound is None or (len(best) >= depth and min(best.values()) > bound):
+            return [{"doc_id": str(vectors.doc_ids[a]), "score": s} for a, s in best.items()]
+        want *= 4
 
 
 def top_articles(values: np.ndarray, articles: np.ndarray, depth: int) -> dict[int, float]:
@@ -116,7 +119,25 @@ def candidates(
     source: str | None = None,
     doc: str | None = None,
 ) -> dict:
-    """hybrid_search.sql's `semantic_best` and `keyword_passages` parameters for this query."""
+    """hybrid_search.sql's `semantic_best`, `keyword_passages` and `semantic_passages` parameters
+    for this query (JSON text): the SQL fed these gives search()'s answer (tests/test_warm.py)."""
+    found = _candidates(con, vectors, postings, query, vector, stems, depth, since, until, source, doc)
+    return {name: json.dumps(rows) for name, rows in zip(("semantic_best", "keyword_passages", "semantic_passages"), found)}
+
+
+def _candidates(
+    con: duckdb.DuckDBPyConnection,
+    vectors: warm.WarmVectors,
+    postings: warm_keyword.WarmPostings,
+    query: str,
+    vector: np.ndarray,
+    stems: list[str] | None,
+    depth: int,
+    since: dt.date | None,
+    until: dt.date | None,
+    source: str | None,
+    doc: str | None,
+) -> tuple[list[dict], list[dict], list[dict]]:
     allowed = warm.allowed_rows(con, vectors, since, until, source, doc)
     semantic = semantic_best(vectors, vector, depth, allowed)
     keyword_allowed, filtered_docs = warm_keyword.allowed_rows(con, postings, since, until, source, doc)
@@ -130,4 +151,117 @@ def candidates(
         {"chunk_id": chunk_id, "doc_id": str(vectors.doc_ids[a]), "score": score}
         for chunk_id, a, score in zip(vectors.chunk_ids[rows].tolist(), vectors.doc_index[rows].tolist(), (vectors.matrix[rows] @ vector).tolist())
     ]  # fmt: skip
-    return {"semantic_best": json.dumps(semantic), "keyword_passages": json.dumps(keyword), "semantic_passages": json.dumps(passages)}
+    return semantic, keyword, passages
+
+
+def search(
+    con: duckdb.DuckDBPyConnection,
+    vectors: warm.WarmVectors,
+    postings: warm_keyword.WarmPostings,
+    query: str,
+    vector: np.ndarray,
+    stems: list[str] | None,
+    k: int,
+    params: dict,
+    since: dt.date | None = None,
+    until: dt.date | None = None,
+    source: str | None = None,
+    doc: str | None = None,
+) -> list[dict]:
+    """hybrid_search.sql's rows for this query, fused here from the candidates in memory.
+
+    Binding the candidates to the SQL as JSON and fusing there cost more than both scans together
+    (bench/RESULTS.md), so a warm session evaluates the same expressions in the same order and
+    types: semantic scores are FLOAT in the SQL (float32 here), BM25 scores and the weight DOUBLE.
+    The query-dependent weight's inputs (word count, term coverage of the keyword side's best
+    passage) are search.py's Python twins of the SQL's: its regular expressions cost ~2.5 ms each
+    to compile, per query. `params`: hybrid_search's parameters, bound."""
+    semantic, keyword, passages = _candidates(con, vectors, postings, query, vector, stems, int(params["depth"]), since, until, source, doc)
+    return _with_text(con, fuse(con, query, k, params, semantic, keyword, passages))
+
+
+def _ranked(best: dict[str, float], depth: int) -> dict[str, tuple[int, float]]:
+    """doc_id -> (rank, score) of the `depth` best, ordered by score descending, then doc_id."""
+    order = sorted(best.items(), key=lambda item: (-item[1], item[0]))[:depth]
+    return {doc_id: (rank, score) for rank, (doc_id, score) in enumerate(order, start=1)}
+
+
+def _normalised(score, low, high, kind):
+    """(score - low) / (high - low) in the side's type; 1 where the side has one distinct score
+    (or none: a NULL range makes the SQL's CASE fall through to 1)."""
+    if low is None or not high > low:
+        return 1.0
+    return float(kind(kind(score) - kind(low)) / kind(kind(high) - kind(low)))
+
+
+def fuse(
+    con: duckdb.DuckDBPyConnection, query: str, k: int, params: dict,
+    semantic: list[dict], keyword: list[dict], passages: list[dict],
+) -> list[dict]:  # fmt: skip
+    """The k winners of hybrid_search.sql given its candidates: {chunk_id (the best passage), score,
+    semantic_rank, semantic_score, keyword_rank, keyword_score}, best first."""
+    depth = int(params["depth"])
+    sem = _ranked({s["doc_id"]: float(np.float32(s["score"])) for s in semantic}, depth)
+    per_doc: dict[str, float] = {}
+    for p in keyword:
+        per_doc[p["doc_id"]] = max(per_doc.get(p["doc_id"], p["score"]), p["score"])
+    kw = _ranked(per_doc, depth)
+    sem_scores = [score for _, score in sem.values()]
+    kw_scores = [score for _, score in kw.values()]
+    sem_low, sem_high = (min(sem_scores), max(sem_scores)) if sem_scores else (None, None)
+    kw_low, kw_high = (min(kw_scores), max(kw_scores)) if kw_scores else (None, None)
+
+    best_chunk = None
+    if kw:
+        first = next(doc_id for doc_id, (rank, _) in kw.items() if rank == 1)
+        best_chunk = min((p for p in keyword if p["doc_id"] == first), key=lambda p: (-p["score"], p["chunk_id"]))["chunk_id"]
+    share = 0.0
+    if best_chunk is not None:
+        best_text = _with_text(con, [{"chunk_id": best_chunk}])
+        share = term_coverage(query, best_text[0]["text"], con) if best_text else 0.0
+    w = params.get("semantic_weight")
+    if w is None:
+        if not kw_scores or kw_high <= 0:
+            margin = 0.0
+        elif len(kw_scores) == 1:
+            margin = 1.0
+        else:
+            second = next(score for rank, score in kw.values() if rank == 2)
+            margin = (kw_high - second) / kw_high
+        short = word_count(query) <= params["short_words"]
+        w = min(params["short_semantic_weight"] if short else 1.0, 1.0 - margin * share)
+
+    def combined(s: float | None, kscore: float | None) -> float:
+        s_part = 0.0 if s is None else _normalised(s, sem_low, sem_high, np.float32)
+        k_part = 0.0 if kscore is None else _normalised(kscore, kw_low, kw_high, float)
+        return w * s_part + (1 - w) * k_part
+
+    fused = []
+    for doc_id in sem.keys() | kw.keys():
+        s_rank, s_score = sem.get(doc_id, (None, None))
+        k_rank, k_score = kw.get(doc_id, (None, None))
+        fused.append((combined(s_score, k_score), s_score, doc_id, s_rank, k_rank, k_score))
+    fused.sort(key=lambda f: (-f[0], f[1] is None, -(f[1] or 0.0), f[2]))
+    top = {f[2]: f for f in fused[:k]}
+
+    keyword_of = {p["chunk_id"]: p["score"] for p in keyword}
+    best: dict[str, tuple] = {}
+    for p in passages:
+        if p["doc_id"] not in top:
+            continue
+        s = float(np.float32(p["score"]))
+        key = (w * _normalised(s, sem_low, sem_high, np.float32) + (1 - w) * (0.0 if p["chunk_id"] not in keyword_of else _normalised(keyword_of[p["chunk_id"]], kw_low, kw_high, float)), s)
+        if p["doc_id"] not in best or key > best[p["doc_id"]][0]:
+            best[p["doc_id"]] = (key, p["chunk_id"])
+    return [
+        {"chunk_id": best[doc_id][1], "score": f[0], "semantic_rank": f[3], "semantic_score": f[1], "keyword_rank": f[4], "keyword_score": f[5]}
+        for doc_id, f in top.items() if doc_id in best
+    ]  # fmt: skip
+
+
+def _with_text(con: duckdb.DuckDBPyConnection, winners: list[dict]) -> list[dict]:
+    """The winners' passages and article metadata (passages_by_id.sql), in the winners' order."""
+    rows = warm._run(con, "passages_by_id", {"chunk_ids": [w["chunk_id"] for w in winners]})
+    columns = [d[0] for d in rows.description]
+    found = {row[0]: dict(zip(columns, row)) for row in rows.fetchall()}
+    return [{**found[w["chunk_id"]], **w} for w in winners if w["chunk_id"] in found]

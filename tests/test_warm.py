@@ -4,6 +4,7 @@ and keyword_search.sql, and never from data older than the warehouse."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import shutil
@@ -16,6 +17,7 @@ from test_ann import DIM, clustered, synthetic_warehouse
 from test_eval import EVALSET, fixture_set  # noqa: F401 - the evaluation set's warehouse, a fixture
 
 from newsindex.queries import named, warm, warm_hybrid, warm_keyword
+from newsindex.queries import search as searching
 from newsindex.queries.search import Filters, _with_passages, embed_query as embed, search, vector_literal
 from newsindex.queries.session import session
 from newsindex.warehouse import connection, documents
@@ -324,3 +326,50 @@ def test_warm_hybrid_candidates_hold_every_side_s_top_articles(search_db):
         assert {doc for _, doc in [(c, c.rsplit("#", 1)[0]) for c, _ in keyword_sql_answer(con, query, 5, True, None, stems)]} <= keyword
         passages = json.loads(found["semantic_passages"])
         assert {p["doc_id"] for p in passages} == semantic | keyword
+
+
+def test_query_words_split_in_python_stem_as_the_sql_macro_splits_them(fixture_set):  # noqa: F811
+    """search() splits and folds the query's words in Python (the macro's regular expression costs
+    more than a warm keyword search); the stems must be kw_tokenize's, or warm and SQL users differ."""
+    db, _ = fixture_set
+    queries = labelled_queries(EVALSET / "queries.jsonl") + [
+        "ﬁnance x² ＡＢＣ Café naïve İstanbul Straße Ǆ ø Łódź œuvre résumé Ⅻ", "U.S. e-mail don't 3.5% _under_score",
+        "the and of", "Ελληνικά Κείμενα", "中文 新闻", "١٢٣ ٤", "tab\tnew\nline", "",
+    ]  # fmt: skip
+    with session(db) as con:
+        for query in queries:
+            assert searching.query_stems(con, query) == sorted(set(keyword_index.query_stems(con, query))), query
+
+
+def test_the_float16_copy_only_chooses_candidates_and_the_answer_stays_exact(tmp_path, monkeypatch):
+    """From warm.COARSE_FROM chunks the scan reads a float16 copy and ranks its candidates by their
+    float32 scores; with the error bound, the answer is the full float32 scan's, ties included."""
+    rng = np.random.default_rng(7)
+    base = clustered(rng, 6000, 12)
+    # Exact copies in other articles (ties the chunk-id tie-break must see), and 2 000 copies of one
+    # vector: its query ties past the first candidates, so the search must look deeper.
+    vectors = np.concatenate([base, base[:2000], np.repeat(base[1:2], 2000, axis=0)])
+    db = tmp_path / "coarse.duckdb"
+    synthetic_warehouse(db, vectors)
+    monkeypatch.setattr(warm, "COARSE_FROM", 1)
+    warm._cache.clear()
+    with session(db, keyword=False) as con:
+        coarse = warm.vectors_for(con)
+    warm._cache.clear()
+    assert coarse.coarse is not None
+    plain = dataclasses.replace(coarse, coarse=None)
+    queries = [vectors[0], vectors[1], vectors[4500], *clustered(rng, 4, 12)]
+    early = coarse.day < np.median(coarse.day)
+    compared = 0
+    for query in queries:
+        for allowed in (None, early):
+            for k in (1, 10):
+                for per_doc in (False, True):
+                    got = warm.top_chunks(coarse, query, k, allowed, per_doc)
+                    assert got == warm.top_chunks(plain, query, k, allowed, per_doc)
+                    compared += len(got) == k
+            for depth in (5, 30):
+                # The SQL orders these itself: the same articles and scores are the same answer.
+                by_doc = lambda found: sorted((s["doc_id"], s["score"]) for s in found)  # noqa: E731
+                assert by_doc(warm_hybrid.semantic_best(coarse, query, depth, allowed)) == by_doc(warm_hybrid.semantic_best(plain, query, depth, allowed))
+    assert compared == len(queries) * 2 * 2 * 2
