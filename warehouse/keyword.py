@@ -13,10 +13,12 @@ terms per short transaction, so no write holds the file for long.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 
 import duckdb
+import pyarrow as pa
 
 from newsindex.warehouse.connection import load_extension, transaction
 
@@ -32,6 +34,29 @@ COMPACT_SLICE = 2_000_000
 def load_stemmer(con: duckdb.DuckDBPyConnection) -> None:
     """stem() comes from the fts extension; only writers need it."""
     load_extension(con, "fts")
+
+
+# An in-memory DuckDB with fts loaded, kept for the process: a writer opens the warehouse anew for
+# each batch (so that readers get in between), and LOADing fts into each of those connections cost
+# more CPU than the batch's own index work (bench/RESULTS.md).
+_stemmer: duckdb.DuckDBPyConnection | None = None
+_stemmer_lock = threading.Lock()
+
+
+def stem_words(words: pa.Table) -> pa.Table:
+    """(word, term): each word of the one-column table `words` with its Porter stem, fts's stem()."""
+    global _stemmer
+    with _stemmer_lock:
+        if _stemmer is None:
+            stemmer = duckdb.connect(":memory:")
+            load_stemmer(stemmer)
+            _stemmer = stemmer
+        cursor = _stemmer.cursor()
+        try:
+            cursor.register("words_to_stem", words)
+            return cursor.execute("SELECT word, stem(word, 'porter') AS term FROM words_to_stem").to_arrow_table()
+        finally:
+            cursor.close()
 
 
 def is_built(con: duckdb.DuckDBPyConnection) -> bool:
@@ -65,7 +90,6 @@ def add_documents(con: duckdb.DuckDBPyConnection, doc_ids: Sequence[str] | None)
     Call inside the transaction that inserted the chunks, after removing their old postings."""
     if doc_ids is not None and not doc_ids:
         return 0
-    load_stemmer(con)
     every = doc_ids is None
     ids = [] if every else list(doc_ids)
     con.execute(
@@ -79,10 +103,12 @@ def add_documents(con: duckdb.DuckDBPyConnection, doc_ids: Sequence[str] | None)
         " (SELECT chunk_no, unnest(kw_tokenize(text)) AS word FROM kw_new)"
         " WHERE word <> '' AND word NOT IN (SELECT word FROM kw_stopwords)"
     )
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE kw_new_words AS SELECT word, stem(word, 'porter') AS term FROM"
-        " (SELECT DISTINCT word FROM kw_tokens WHERE key NOT IN (SELECT key FROM kw_words))"
-    )
+    new_words = con.execute("SELECT DISTINCT word FROM kw_tokens WHERE key NOT IN (SELECT key FROM kw_words)").to_arrow_table()
+    con.register("kw_stemmed", stem_words(new_words))
+    try:
+        con.execute("CREATE OR REPLACE TEMP TABLE kw_new_words AS SELECT word, term FROM kw_stemmed")
+    finally:
+        con.unregister("kw_stemmed")
     con.execute(
         "INSERT INTO kw_terms SELECT nextval('kw_term_ids'), term, md5_number_lower(term) FROM"
         " (SELECT DISTINCT term FROM kw_new_words WHERE term NOT IN (SELECT term FROM kw_terms) ORDER BY term)"
@@ -119,7 +145,6 @@ def remove_documents(con: duckdb.DuckDBPyConnection, doc_ids: Sequence[str]) -> 
 
 def rebuild(con: duckdb.DuckDBPyConnection) -> int:
     """Index every chunk afresh, sorted by term, in one transaction; returns the postings written."""
-    load_stemmer(con)
     with transaction(con):
         # Words and terms stay: a word's stem never changes, and stop words are kept there too.
         for table in ("kw_postings", "kw_chunks", "kw_state"):
