@@ -405,15 +405,21 @@ class Matcher:
         words = {w for text in texts for w in map(_fold, _WORD.findall(text)) if w not in _STOP} if wanted else set()
         self._stems = _stems(con, wanted | words)
         self._targets = {self._stems[w] for w in wanted}
+        self._matches: dict[str, bool] = {}  # a word as written -> whether it matches
 
     def spans(self, text: str) -> list[list[int]]:
         """[start, end) character offsets in `text` of the words that match, in order."""
         if not self._targets:
             return []
         found = []
+        matches = self._matches
         for match in _WORD.finditer(text):
-            word = _fold(match.group())
-            if word not in _STOP and self._stems.get(word, word) in self._targets:
+            written = match.group()
+            hit = matches.get(written)
+            if hit is None:
+                word = _fold(written)
+                hit = matches[written] = word not in _STOP and self._stems.get(word, word) in self._targets
+            if hit:
                 found.append([match.start(), match.end()])
         return found
 

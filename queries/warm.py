@@ -58,9 +58,9 @@ class WarmVectors:
     max_norm: float = 0.0  # the longest row of `matrix` (the float16 error bound scales with it)
 
 
-# Chunks from which a warm session also keeps the float16 copy: below, one float32 product is a
-# few milliseconds and the copy's memory buys little.
-COARSE_FROM = 50_000
+# Chunks from which a warm session also keeps the float16 copy: below, one float32 product costs
+# about what faiss's float16 search with its candidate heap does, and the copy's memory buys little.
+COARSE_FROM = 200_000
 # float16 keeps 11 significant bits: each component's rounding error is at most 2^-11 of it, so a
 # row's float16 inner product is off by at most 2^-11 |x| |q|; plus float32 summation error on
 # both sides (384 terms: < 1e-4 |x| |q|).

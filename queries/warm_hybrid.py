@@ -34,7 +34,7 @@ def semantic_best(
     vectors: warm.WarmVectors, query: np.ndarray, depth: int, allowed: np.ndarray | None
 ) -> list[dict]:
     """{doc_id, score} of each of the `depth` articles with the best passages (and any tied)."""
-    want = max(1024, 32 * depth)
+    want = max(1024, 8 * depth)
     while True:
         rows, values, bound = warm.exact_scores(vectors, query, allowed, want)
         articles = vectors.doc_index if rows is None else vectors.doc_index[rows]
