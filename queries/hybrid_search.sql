@@ -22,10 +22,10 @@
 -- article is its passage with the highest fused score under the same normalisation.
 -- The vector is a bound text parameter cast to a constant FLOAT[{dim}], the warehouse's width
 -- filled in before the query runs (see semantic_search.sql).
--- A warm session (queries/warm_hybrid.py) computes both sides' candidates from memory and binds them
--- as JSON text (semantic_best, semantic_passages, keyword_passages; a bound Python list of structs
--- binds hundreds of times slower, bench/RESULTS.md); every scan below is then skipped, and the
--- fusion is this same text, so it has one definition.
+-- A warm session (queries/warm_hybrid.py) computes both sides' candidates from memory and fuses
+-- them in Python with these same expressions. Given them as JSON text (semantic_best,
+-- semantic_passages, keyword_passages), this query skips every scan and fuses them itself:
+-- tests/test_warm.py checks the two fusions against each other that way.
 WITH filtered AS (
     -- Two branches so that an unfiltered query skips the semi-join on documents entirely.
     SELECT c.chunk_id, c.doc_id, c.embedding

@@ -277,6 +277,17 @@ def same_hybrid_answer(warm_hits: list, sql_hits: list) -> None:
         assert [v for v in warm_values if v is not None] == pytest.approx([v for v in sql_values if v is not None], abs=1e-5)
 
 
+def fed_sql_answer(con, query: str, k: int, filters: Filters | None) -> list[tuple[str, float]]:
+    """hybrid_search.sql's (chunk_id, score) given warm_hybrid's candidates as JSON instead of its scans."""
+    statement = named.get("hybrid_search")
+    f = filters or Filters()
+    vector, stems, depth = embed(query), searching.query_stems(con, query), max(100, 10 * k)
+    params = {"query": query, "k": k, "depth": depth, "vector": vector_literal(vector), "stems": stems, **f.params()}
+    params.update(warm_hybrid.candidates(con, warm.vectors_for(con), warm_keyword.postings_for(con), query, vector, stems, depth, **f.params()))
+    rows = con.execute(statement.sql_for(documents.chunk_dimension(con)), statement.bind(params)).fetchall()
+    return [(row[0], row[10]) for row in rows]
+
+
 def same_hybrid_answers(db, queries: list[str], filters: list, ks: tuple) -> int:
     """search() in hybrid mode from memory (hybrid_search.sql fed warm candidates) and through the
     SQL's own scans; returns how many answers held exactly k articles."""
@@ -288,6 +299,8 @@ def same_hybrid_answers(db, queries: list[str], filters: list, ks: tuple) -> int
                     in_memory = search(con, query, k=k, mode="hybrid", filters=f)
                     in_sql = search(con, query, k=k, mode="hybrid", filters=f, in_memory=False)
                     same_hybrid_answer(in_memory.hits, in_sql.hits)
+                    # The SQL's fusion fed the same candidates: the Python fusion's twin.
+                    assert fed_sql_answer(con, query, k, f) == [(h.chunk_id, pytest.approx(h.score, abs=1e-9)) for h in in_memory.hits]
                     full += len(in_sql.hits) == k
         # A fixed weight and a shallow depth take the same path.
         fusion = {"semantic_weight": 0.5, "depth": 5}
