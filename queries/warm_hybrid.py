@@ -21,7 +21,6 @@ also binds them to the SQL as `semantic_best`, `semantic_passages` and `keyword_
 from __future__ import annotations
 
 import datetime as dt
-import json
 
 import duckdb
 import numpy as np
@@ -118,26 +117,9 @@ def candidates(
     until: dt.date | None = None,
     source: str | None = None,
     doc: str | None = None,
-) -> dict:
-    """hybrid_search.sql's `semantic_best`, `keyword_passages` and `semantic_passages` parameters
-    for this query (JSON text): the SQL fed these gives search()'s answer (tests/test_warm.py)."""
-    found = _candidates(con, vectors, postings, query, vector, stems, depth, since, until, source, doc)
-    return {name: json.dumps(rows) for name, rows in zip(("semantic_best", "keyword_passages", "semantic_passages"), found)}
-
-
-def _candidates(
-    con: duckdb.DuckDBPyConnection,
-    vectors: warm.WarmVectors,
-    postings: warm_keyword.WarmPostings,
-    query: str,
-    vector: np.ndarray,
-    stems: list[str] | None,
-    depth: int,
-    since: dt.date | None,
-    until: dt.date | None,
-    source: str | None,
-    doc: str | None,
 ) -> tuple[list[dict], list[dict], list[dict]]:
+    """hybrid_search.sql's candidates for this query: (semantic_best, keyword_passages,
+    semantic_passages), as its parameters of those names take them (as JSON text)."""
     allowed = warm.allowed_rows(con, vectors, since, until, source, doc)
     semantic = semantic_best(vectors, vector, depth, allowed)
     keyword_allowed, filtered_docs = warm_keyword.allowed_rows(con, postings, since, until, source, doc)
@@ -176,7 +158,7 @@ def search(
     The query-dependent weight's inputs (word count, term coverage of the keyword side's best
     passage) are search.py's Python twins of the SQL's: its regular expressions cost ~2.5 ms each
     to compile, per query. `params`: hybrid_search's parameters, bound."""
-    semantic, keyword, passages = _candidates(con, vectors, postings, query, vector, stems, int(params["depth"]), since, until, source, doc)
+    semantic, keyword, passages = candidates(con, vectors, postings, query, vector, stems, int(params["depth"]), since, until, source, doc)
     return _with_text(con, fuse(con, query, k, params, semantic, keyword, passages))
 
 

@@ -283,7 +283,8 @@ def fed_sql_answer(con, query: str, k: int, filters: Filters | None) -> list[tup
     f = filters or Filters()
     vector, stems, depth = embed(query), searching.query_stems(con, query), max(100, 10 * k)
     params = {"query": query, "k": k, "depth": depth, "vector": vector_literal(vector), "stems": stems, **f.params()}
-    params.update(warm_hybrid.candidates(con, warm.vectors_for(con), warm_keyword.postings_for(con), query, vector, stems, depth, **f.params()))
+    found = warm_hybrid.candidates(con, warm.vectors_for(con), warm_keyword.postings_for(con), query, vector, stems, depth, **f.params())
+    params.update(zip(("semantic_best", "keyword_passages", "semantic_passages"), map(json.dumps, found)))
     rows = con.execute(statement.sql_for(documents.chunk_dimension(con)), statement.bind(params)).fetchall()
     return [(row[0], row[10]) for row in rows]
 
@@ -330,14 +331,13 @@ def test_warm_hybrid_candidates_hold_every_side_s_top_articles(search_db):
         vectors, postings = warm.vectors_for(con), warm_keyword.postings_for(con)
         vector = embed(query)
         stems = keyword_index.query_stems(con, query)
-        found = warm_hybrid.candidates(con, vectors, postings, query, vector, stems, depth=5)
-        semantic = {s["doc_id"] for s in json.loads(found["semantic_best"])}
-        keyword = {p["doc_id"] for p in json.loads(found["keyword_passages"])}
+        best, keyword_passages, passages = warm_hybrid.candidates(con, vectors, postings, query, vector, stems, depth=5)
+        semantic = {s["doc_id"] for s in best}
+        keyword = {p["doc_id"] for p in keyword_passages}
         statement = named.get("semantic_search")
         params = {"query": query, "vector": vector_literal(vector), "k": 5, "per_doc": True}
         assert semantic == {row[1] for row in con.execute(statement.sql_for(documents.chunk_dimension(con)), statement.bind(params)).fetchall()}
         assert {doc for _, doc in [(c, c.rsplit("#", 1)[0]) for c, _ in keyword_sql_answer(con, query, 5, True, None, stems)]} <= keyword
-        passages = json.loads(found["semantic_passages"])
         assert {p["doc_id"] for p in passages} == semantic | keyword
 
 
