@@ -134,7 +134,7 @@ def seed_warehouse(db: Path) -> None:
 
 def warm(con, db: Path, mode: str, filtered: bool, repeat: int = 15):
     """Median ms per query: in the open session `con` from memory (queries/warm.py for semantic,
-    warm_keyword.py for keyword, warm_hybrid.py feeding hybrid_search.sql for hybrid) and in the
+    warm_keyword.py for keyword, warm_hybrid.py for hybrid) and in the
     session through SQL; with con None, when each query opens the file itself."""
     from newsindex.queries.search import Filters, search
 
@@ -266,7 +266,7 @@ def main() -> None:
             print(approximate(OUT / f"query-{n}.duckdb", args.rebuild_ann), flush=True)
         print()
     print("memory: warm, from vectors and postings in memory (semantic: queries/warm.py; keyword: warm_keyword.py;")
-    print("hybrid: warm_hybrid.py's candidates fused by hybrid_search.sql); sql: the same session, through the mode's")
+    print("hybrid: warm_hybrid.py, both sides' candidates fused as hybrid_search.sql does); sql: the same session, via the mode's")
     print("query; reopen: each query opens and closes the file (SQL); cold: a new `newsindex search` process, as a")
     print("user runs it; mem cpu / sql cpu: CPU ms of this process (all threads) for memory / sql, medians;")
     print("load s: reading the vectors / the postings into memory\n")
