@@ -27,8 +27,9 @@ from conftest import CORPUS, SEED_FILE, warehouse_problems
 from newsindex.warehouse import connection
 
 NEWSINDEX = str(Path(sys.executable).with_name("newsindex"))
-# Runs for minutes unless interrupted: ten billion rows.
-LONG_QUERY = "SELECT sum(a.range * b.range) FROM range(100000) a, range(100000) b"
+# Runs until interrupted: a hundred billion rows, ten times the ten billion that once seemed enough,
+# so that on a fast machine too it still holds the file when the ingest started after it looks.
+LONG_QUERY = "SELECT sum(a.range * b.range) FROM range(1000000) a, range(100000) b"
 
 
 def wait_until_held_by(db: Path, pid: int, timeout: float = 60.0) -> None:
