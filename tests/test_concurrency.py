@@ -27,8 +27,9 @@ from conftest import CORPUS, SEED_FILE, warehouse_problems
 from newsindex.warehouse import connection
 
 NEWSINDEX = str(Path(sys.executable).with_name("newsindex"))
-# Runs for minutes unless interrupted: ten billion rows.
-LONG_QUERY = "SELECT sum(a.range * b.range) FROM range(100000) a, range(100000) b"
+# Runs until interrupted: a hundred billion rows, ten times the ten billion that once seemed enough,
+# so that on a fast machine too it still holds the file when the ingest started after it looks.
+LONG_QUERY = "SELECT sum(a.range * b.range) FROM range(1000000) a, range(100000) b"
 
 
 def wait_until_held_by(db: Path, pid: int, timeout: float = 60.0) -> None:
@@ -154,6 +155,9 @@ from newsindex.flows.ingest import ingest
 folder, db, rounds = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 originals = {p: p.read_text(encoding="utf-8") for p in sorted(folder.glob("*.txt"))}
 for revision in range(1, rounds + 1):
+    # Before each run, the reader is sure to find the previous revision whole: it says when it has.
+    print(f"before revision {revision}", flush=True)
+    sys.stdin.readline()
     for path, text in originals.items():
         keyword, day, rest = text.split(" ", 2)
         path.write_text(f"{keyword} {day} Revision {revision}. {rest}\\n\\nEnd of revision {revision}.\\n", encoding="utf-8")
@@ -170,31 +174,45 @@ def test_readers_never_see_a_half_written_document(ingest, db, tmp_path, subproc
     shutil.copytree(CORPUS, articles)
     ingest(articles, batch_chars=4000)
     writer = subprocess.Popen([sys.executable, "-c", REVISE, str(articles), str(db), "2"], env=subprocess_env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    output = lines_of(writer.stdout)
+    printed: list[str] = []
     reads = 0
-    revisions: set[str] = set()
+    waiting_revisions: set[str] = set()  # what reads found while the writer waited before a run
     try:
         while writer.poll() is None:
+            waiting = None  # set when the writer waits, so this read sees the previous revision whole
+            while not output.empty():
+                line = output.get()
+                if line is not None:
+                    printed.append(line)
+                    waiting = waiting or re.fullmatch(r"before revision \d+", line)
             with session(db) as con:
                 assert warehouse_problems(con) == []
                 # Every document (and so, by the check above, every chunk) is of one revision.
-                revisions.update(r for (r,) in con.execute(
-                    "SELECT DISTINCT regexp_extract(text, 'Revision (\\d+)\\.', 1) FROM documents").fetchall())  # fmt: skip
+                seen = {r for (r,) in con.execute(
+                    "SELECT DISTINCT regexp_extract(text, 'Revision (\\d+)\\.', 1) FROM documents").fetchall()}  # fmt: skip
                 if reads % 3 == 0:
                     assert len(search(con, "volcano eruption", k=3).hits) == 3
             reads += 1
+            if waiting:
+                waiting_revisions |= seen
+                writer.stdin.write("\n")
+                writer.stdin.flush()
             # A user's pace, not a tight loop: the writer needs gaps between queries to get in (a
             # reader that never pauses starves it, and the ingest fails after NEWSINDEX_LOCK_WAIT).
             time.sleep(0.25)
-        output = writer.stdout.read()
+        writer.wait()
+        while (line := output.get(timeout=30)) is not None:
+            printed.append(line)
     finally:
         if writer.poll() is None:
             writer.kill()
             writer.wait()
-    assert writer.returncode == 0, output[-3000:]
-    assert reads >= 10
-    # The reads saw the warehouse change under them, more than once ('' is the original text).
-    assert len(revisions) >= 2, revisions
+    assert writer.returncode == 0, "\n".join(printed)[-3000:]
+    # The reads saw the warehouse change under them while the writer ran: the original text ('')
+    # before its first run, the first revision before its second.
+    assert waiting_revisions == {"", "1"}, waiting_revisions
     with session(db) as con:
         assert warehouse_problems(con) == []
         assert con.execute("SELECT count(*) FROM documents WHERE text LIKE '%Revision 2.%'").fetchone()[0] == 14

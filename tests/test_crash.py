@@ -109,9 +109,12 @@ def crash(versions: Versions, db: Path, fault: str, env: dict[str, str]) -> subp
 # (fault point, whether some documents are already new when it fires)
 POINTS = [
     ("parse:3", False),  # parsing the third file: nothing written yet
-    # The third, not the second: the writer commits batch 1 while batch 2 is encoded, and a fast
-    # encoder (OpenVINO bf16) could finish batch 2 before that commit, so "embed:2" raced it.
-    ("embed:3", True),  # third batch embedded, not written; the first is committed
+    # The fourth of five batches (3 articles each at BATCH_CHARS): the writer takes batch k off a
+    # queue of one only after committing batch k-1, so handing over batch 3 waits for batch 1's
+    # commit, and the kill before batch 4 is handed over finds batch 1 committed, however fast the
+    # encoder. At "embed:3" batch 1 was only taken, and a fast encoder (OpenVINO bf16) could
+    # finish batch 3 before that commit; "embed:2" failed that way once.
+    ("embed:4", True),  # fourth batch embedded, not written; at least the first is committed
     ("write:2", True),  # second batch's rows deleted and inserted, not committed
     ("commit:2", True),  # right after the second batch's commit
 ]

@@ -34,11 +34,13 @@ def test_seeds_end_to_end(ingest, db):
         assert abs(np.linalg.norm(vector) - 1.0) < 1e-4
     assert rows(db, "SELECT name, dim FROM models WHERE fingerprint = ?", [chunks[0][7]]) == [("sentence-transformers/all-MiniLM-L6-v2", 384)]
 
-    # The stored vector is the model's embedding of the stored chunk text.
+    # The stored vector is the model's embedding of the stored chunk text, to the bound of the
+    # runtime this CPU chose (README: 0.9999 for exact fp32 runtimes, 0.999 for bf16 ones).
     from newsindex.embedding import load_encoder
 
     fresh = load_encoder("torch-fp32").encode([chunks[1][2]])[0]
-    assert float(np.dot(fresh, np.asarray(chunks[1][6]))) > 0.9999
+    bound = 0.999 if summary["runtime"].endswith("bf16") else 0.9999
+    assert float(np.dot(fresh, np.asarray(chunks[1][6]))) > bound, summary["runtime"]
 
     run = rows(db, "SELECT status, seen, added, chunks_embedded, flow_run_id, total_seconds FROM ingest_runs")
     assert run[0][:4] == ("completed", 1, 1, len(chunks))

@@ -5,7 +5,9 @@ by another process while the server is up."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -51,6 +53,12 @@ def running_server(db: Path, env: dict, *extra: str, timeout: float = 120.0):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def _stopped(pid: int) -> bool:
+    """The process is stopped by a signal (state T in /proc/PID/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2] in "Tt"
 
 
 @pytest.fixture(scope="module")
@@ -284,19 +292,33 @@ def test_ingest_while_serving_completes_and_is_then_found(search_db, subprocess_
                  "wall of meltwater through three villages.\n\nResidents had been warned by sirens installed "
                  "after a similar outburst flood a decade ago.\n")  # fmt: skip
     with running_server(db, subprocess_env) as base, httpx.Client(base_url=base, timeout=30) as client:
-        ingest = subprocess.Popen([str(NEWSINDEX), "ingest", str(news.parent), "--db", str(db), "--json"], env=subprocess_env,
+        # Stopped after its batch is embedded, lock held and nothing written (the fault point's
+        # SIGSTOP), so the server is asked while the run is sure to be going, however fast it is.
+        ingest = subprocess.Popen([str(NEWSINDEX), "ingest", str(news.parent), "--db", str(db), "--json"],
+                                  env={**subprocess_env, "NEWSINDEX_FAULT": "embed", "NEWSINDEX_FAULT_SIGNAL": "STOP"},
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-        statuses, writers = [], []
-        while ingest.poll() is None:
-            response = client.get("/api/search", params={"q": "flood", "k": 3})
-            statuses.append(response.status_code)
-            writers.append(response.json()["snapshot"]["writer"])
-            time.sleep(0.1)
-        out, err = ingest.communicate()
+        statuses, resumed, writer_while_stopped = [], False, None
+        try:
+            deadline = time.monotonic() + 240
+            while ingest.poll() is None:
+                response = client.get("/api/search", params={"q": "flood", "k": 3})
+                statuses.append(response.status_code)
+                if not resumed and _stopped(ingest.pid):
+                    writer_while_stopped = client.get("/api/search", params={"q": "flood", "k": 3}).json()["snapshot"]["writer"]
+                    os.kill(ingest.pid, signal.SIGCONT)
+                    resumed = True
+                assert resumed or time.monotonic() < deadline, "the ingest never reached its embedded batch"
+                time.sleep(0.1)
+        finally:
+            if ingest.poll() is None:
+                os.kill(ingest.pid, signal.SIGCONT)
+        out, err = ingest.communicate(timeout=600)
         assert ingest.returncode == 0, err
         assert '"added": 1' in out
         assert statuses and set(statuses) == {200}
-        assert any(w and "ingest run" in w for w in writers), "the server never said an ingest was writing"
+        assert writer_while_stopped and f"ingest run (pid {ingest.pid}" in writer_while_stopped, (
+            f"the server did not say the stopped ingest was writing: {writer_while_stopped!r}"
+        )
         deadline = time.monotonic() + 30
         while True:
             found = client.get("/api/search", params={"q": "Zorbanek glacier", "k": 1, "mode": "keyword"}).json()
