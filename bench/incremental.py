@@ -92,15 +92,13 @@ def timed_holds():
     original = connection.opened
 
     @contextmanager
-    def opened(db, *, read_only=False, wait=None):
+    def opened(db, *, read_only=False, wait=None, dim=None):
         caller = traceback.extract_stack(limit=3)[0].name
-        started = time.perf_counter()
-        with original(db, read_only=read_only, wait=wait) as con:
+        with original(db, read_only=read_only, wait=wait, dim=dim) as con:
             opened_at = time.perf_counter()
             yield con
         if not read_only:
             holds.append((time.perf_counter() - opened_at, caller))
-        del started
 
     connection.opened = opened
     return holds
