@@ -31,7 +31,7 @@ MAX_EVERY = dt.timedelta(days=365)
 # reads them the same way.
 _CRON_NICKNAMES = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
-# After SIGTERM, how long the runner may take to pause and wind down before the process leaves anyway.
+# After SIGTERM or Ctrl-C, how long the runner may take to pause and wind down before the process leaves anyway.
 STOP_GRACE_S = 20.0
 
 
@@ -179,6 +179,7 @@ def serve(chosen: Plan) -> None:
         runner = _stoppable_runner()(name=chosen.name, pause_on_shutdown=True, limit=1)
         # Until the runner installs its own handler, SIGTERM leaves the way Ctrl-C does.
         previous = signal.signal(signal.SIGTERM, _interrupt)
+        previous_int = signal.signal(signal.SIGINT, runner.handle_sigint)
         deployment_id = None
         try:
             deployment_id = runner.add_flow(
@@ -198,6 +199,7 @@ def serve(chosen: Plan) -> None:
             pass  # Ctrl-C, or SIGTERM turned into it: the runner has wound down
         finally:
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
             try:
                 if deployment_id is not None:
                     _ensure_paused(deployment_id)
@@ -236,12 +238,21 @@ def _stoppable_runner() -> type:
         deployment_id = None
         deadline: threading.Timer | None = None
 
-        def handle_sigterm(self, *args) -> None:
-            self._logger.info("SIGTERM received: cancelling runs in flight, pausing the deployment")
+        def start_deadline(self) -> None:
             if self.deadline is None:
-                self.deadline = threading.Timer(STOP_GRACE_S, _leave_now, args=(self.deployment_id,))
+                self.deadline = threading.Timer(STOP_GRACE_S, _leave_now, args=(self.deployment_id, self.name))
                 self.deadline.daemon = True
                 self.deadline.start()
+
+        def handle_sigint(self, signum, frame) -> None:
+            # Ctrl-C winds down as Python's default does (KeyboardInterrupt), within the same
+            # bound as SIGTERM: a run or an API call that stalls must not keep the process.
+            self.start_deadline()
+            raise KeyboardInterrupt
+
+        def handle_sigterm(self, *args) -> None:
+            self._logger.info("SIGTERM received: cancelling runs in flight, pausing the deployment")
+            self.start_deadline()
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:  # not serving yet: leave the way Ctrl-C does
@@ -270,7 +281,7 @@ def _ensure_paused(deployment_id) -> None:
             client.pause_deployment(deployment_id)
 
 
-def _leave_now(deployment_id) -> None:
+def _leave_now(deployment_id, name: str) -> None:
     code = 0
     try:
         if deployment_id is not None:
@@ -279,5 +290,5 @@ def _leave_now(deployment_id) -> None:
         os.write(2, f"Error: could not pause the deployment: {_first_line(err)}\n".encode())
         code = 1
     else:
-        os.write(1, b"stopped after SIGTERM: winding down took too long; the deployment is paused\n")
+        os.write(1, f"stopped; deployment ingest/{name} is paused (winding down took over {STOP_GRACE_S:g}s)\n".encode())
     os._exit(code)
