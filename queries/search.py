@@ -266,10 +266,9 @@ def _warm_hybrid(
 
 def _with_passages(con: duckdb.DuckDBPyConnection, found: list[tuple[str, float]]) -> list[dict]:
     """The k winners' text and article metadata, in the winners' order, each with its score."""
-    statement = named.get("passages_by_id")
-    cursor = con.execute(statement.sql, statement.bind({"chunk_ids": [chunk_id for chunk_id, _ in found]}))
-    columns = [d[0] for d in cursor.description]
-    passages = {row[0]: dict(zip(columns, row)) for row in cursor.fetchall()}
+    from newsindex.queries import warm
+
+    passages = warm.passages(con, [chunk_id for chunk_id, _ in found])
     return [{**passages[chunk_id], "score": score} for chunk_id, score in found if chunk_id in passages]
 
 

@@ -184,6 +184,14 @@ def _run(con: duckdb.DuckDBPyConnection, name: str, params: dict) -> duckdb.Duck
     return con.execute(statement.sql, statement.bind(params))
 
 
+def passages(con: duckdb.DuckDBPyConnection, chunk_ids: list[str]) -> dict[str, dict]:
+    """chunk_id -> its passages_by_id.sql row (text, offsets, article metadata), for the winners a
+    search found in memory; ids no longer stored are absent."""
+    cursor = _run(con, "passages_by_id", {"chunk_ids": chunk_ids})
+    columns = [d[0] for d in cursor.description]
+    return {row[0]: dict(zip(columns, row)) for row in cursor.fetchall()}
+
+
 def allowed_rows(
     con: duckdb.DuckDBPyConnection,
     vectors: WarmVectors,

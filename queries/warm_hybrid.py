@@ -76,10 +76,7 @@ def keyword_passages(
 ) -> list[dict]:
     """{chunk_id, doc_id, score} of keyword_scores' passages whose article is among the keyword
     side's top `depth` or in `also_docs`."""
-    rows, values = warm_keyword.scores(postings, term_ids)
-    if allowed is not None:
-        keep = allowed[rows]
-        rows, values = rows[keep], values[keep]
+    rows, values = warm_keyword.allowed_scores(postings, term_ids, allowed)
     if not len(rows):
         return []
     if not filtered_docs:
@@ -159,7 +156,9 @@ def search(
     passage) are search.py's Python twins of the SQL's: its regular expressions cost ~2.5 ms each
     to compile, per query. `params`: hybrid_search's parameters, bound."""
     semantic, keyword, passages = candidates(con, vectors, postings, query, vector, stems, int(params["depth"]), since, until, source, doc)
-    return _with_text(con, fuse(con, query, k, params, semantic, keyword, passages))
+    winners = fuse(con, query, k, params, semantic, keyword, passages)
+    texts = warm.passages(con, [w["chunk_id"] for w in winners])
+    return [{**texts[w["chunk_id"]], **w} for w in winners if w["chunk_id"] in texts]
 
 
 def _ranked(best: dict[str, float], depth: int) -> dict[str, tuple[int, float]]:
@@ -193,14 +192,12 @@ def fuse(
     sem_low, sem_high = (min(sem_scores), max(sem_scores)) if sem_scores else (None, None)
     kw_low, kw_high = (min(kw_scores), max(kw_scores)) if kw_scores else (None, None)
 
-    best_chunk = None
-    if kw:
-        first = next(doc_id for doc_id, (rank, _) in kw.items() if rank == 1)
-        best_chunk = min((p for p in keyword if p["doc_id"] == first), key=lambda p: (-p["score"], p["chunk_id"]))["chunk_id"]
     share = 0.0
-    if best_chunk is not None:
-        best_text = _with_text(con, [{"chunk_id": best_chunk}])
-        share = term_coverage(query, best_text[0]["text"], con) if best_text else 0.0
+    if kw:
+        first = next(iter(kw))  # _ranked keeps rank order
+        best_chunk = min((p for p in keyword if p["doc_id"] == first), key=lambda p: (-p["score"], p["chunk_id"]))["chunk_id"]
+        best_passage = warm.passages(con, [best_chunk]).get(best_chunk)
+        share = term_coverage(query, best_passage["text"], con) if best_passage else 0.0
     w = params.get("semantic_weight")
     if w is None:
         if not kw_scores or kw_high <= 0:
@@ -208,7 +205,7 @@ def fuse(
         elif len(kw_scores) == 1:
             margin = 1.0
         else:
-            second = next(score for rank, score in kw.values() if rank == 2)
+            second = kw_scores[1]  # rank order
             margin = (kw_high - second) / kw_high
         short = word_count(query) <= params["short_words"]
         w = min(params["short_semantic_weight"] if short else 1.0, 1.0 - margin * share)
@@ -239,11 +236,3 @@ def fuse(
         {"chunk_id": best[doc_id][1], "score": f[0], "semantic_rank": f[3], "semantic_score": f[1], "keyword_rank": f[4], "keyword_score": f[5]}
         for doc_id, f in top.items() if doc_id in best
     ]  # fmt: skip
-
-
-def _with_text(con: duckdb.DuckDBPyConnection, winners: list[dict]) -> list[dict]:
-    """The winners' passages and article metadata (passages_by_id.sql), in the winners' order."""
-    rows = warm._run(con, "passages_by_id", {"chunk_ids": [w["chunk_id"] for w in winners]})
-    columns = [d[0] for d in rows.description]
-    found = {row[0]: dict(zip(columns, row)) for row in rows.fetchall()}
-    return [{**found[w["chunk_id"]], **w} for w in winners if w["chunk_id"] in found]

@@ -131,6 +131,15 @@ def allowed_rows(
     return mask, source is not None or doc is not None
 
 
+def allowed_scores(postings: WarmPostings, term_ids: list[int], allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """`scores` of the chunks that pass the filter mask (None: every chunk)."""
+    rows, values = scores(postings, term_ids)
+    if allowed is None:
+        return rows, values
+    keep = allowed[rows]
+    return rows[keep], values[keep]
+
+
 def scores(postings: WarmPostings, term_ids: list[int], k1: float = K1, b: float = B) -> tuple[np.ndarray, np.ndarray]:
     """(rows, scores) of every chunk holding a query term: bm25_chunks' `scores` before its date
     filter and LIMIT. A chunk's shares are added in term order, whichever way it is summed."""
@@ -190,10 +199,7 @@ def keyword_chunks(
 ) -> list[tuple[str, int, float]]:
     """Up to k (chunk_id, row, score) by score then chunk id: keyword_search.sql's ranking. Without a source/doc filter or per_doc the k are chosen by
     score then chunk_no, as bm25_chunks' `top` chooses them; otherwise by score then chunk id."""
-    rows, values = scores(postings, term_ids)
-    if allowed is not None:
-        keep = allowed[rows]
-        rows, values = rows[keep], values[keep]
+    rows, values = allowed_scores(postings, term_ids, allowed)
     if not len(rows):
         return []
     if not per_doc:
