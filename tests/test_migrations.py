@@ -3,6 +3,7 @@ first schema migrates keeping its data, and a failed migration changes nothing."
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import duckdb
@@ -160,6 +161,44 @@ def test_failed_migration_leaves_the_file_untouched(db, monkeypatch):
     monkeypatch.setattr(schema, "migrations", lambda: real)
     with connection.opened(db) as con:
         assert con.execute("SELECT count(*) FROM chunks").fetchone()[0] == 3
+
+
+def _keys(con, table: str) -> list[str]:
+    return [t for (t,) in con.execute(
+        "SELECT constraint_type FROM duckdb_constraints() WHERE table_name = ? AND constraint_type IN ('PRIMARY KEY', 'UNIQUE')",
+        [table]).fetchall()]  # fmt: skip
+
+
+def test_migration_005_drops_the_row_keys_and_keeps_rows_order_and_width(db, monkeypatch):
+    """A warehouse of schema 004, made with 8-dim vectors, keeps its width through 005 though the
+    configured model makes 384-dim ones: a migration that rebuilds a table reads the stored width."""
+    before_005 = [m for m in schema.migrations() if m.version < 5]
+    with monkeypatch.context() as patch:
+        patch.setattr(schema, "migrations", lambda: before_005)
+        with connection.opened(db, dim=8) as con:
+            assert _keys(con, "chunks") == ["PRIMARY KEY"] and _keys(con, "documents") == ["PRIMARY KEY"]
+            documents.register_model(con, "fp-8", "small-model", 8)
+            docs = [_doc("b", ["Beta one.", "Beta two."]), _doc("a", ["Alpha."])]
+            documents.write_documents(con, docs, np.eye(3, 8, dtype=np.float32), "fp-8")
+            stored = {t: con.execute(f"SELECT * FROM {t}").fetchall() for t in ("documents", "chunks")}
+    with connection.opened(db) as con:
+        assert con.execute("SELECT max(version) FROM _migrations").fetchone()[0] >= 5
+        assert documents.chunk_dimension(con) == 8
+        for table in ("documents", "chunks"):
+            assert _keys(con, table) == [], table
+            assert con.execute(f"SELECT * FROM {table}").fetchall() == stored[table], table  # same rows, same order
+            nulls = con.execute("SELECT count(*) FROM duckdb_constraints() WHERE table_name = ? AND constraint_type = 'NOT NULL'",
+                                [table]).fetchone()[0]  # fmt: skip
+            assert nulls == {"documents": 11, "chunks": 9}[table], table  # all but line, published, url
+        assert con.execute("SELECT doc_id, chunks FROM articles ORDER BY 1").fetchall() == [("a", 1), ("b", 2)]
+        # Ids stay unique without the key: a rewrite replaces, and one write cannot name an id twice.
+        changed = dataclasses.replace(_doc("a", ["Alpha again.", "More."]), content_hash="h-a2")
+        assert documents.write_documents(con, [changed], np.eye(2, 8, dtype=np.float32), "fp-8").updated == 1
+        assert con.execute("SELECT chunk_id FROM chunks WHERE doc_id = 'a' ORDER BY 1").fetchall() == [("a#0",), ("a#1",)]
+        with pytest.raises(connection.ConstraintViolated, match="document id 'b' appears twice in one write"):
+            documents.write_documents(con, [_doc("b", ["B."]), _doc("c", ["C."]), _doc("b", ["B2."])],
+                                      np.eye(3, 8, dtype=np.float32), "fp-8")  # fmt: skip
+        assert con.execute("SELECT count(*) FROM documents").fetchone()[0] == 2
 
 
 # --- a warehouse made by a newer newsindex -----------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -13,7 +14,7 @@ import duckdb
 
 from newsindex import faults
 from newsindex.warehouse import keyword, schema
-from newsindex.warehouse.connection import WarehouseError, transaction
+from newsindex.warehouse.connection import ConstraintViolated, WarehouseError, transaction
 
 # --- models -------------------------------------------------------------------------------------
 
@@ -212,6 +213,11 @@ def write_documents(con: duckdb.DuckDBPyConnection, docs: Sequence[DocumentRow],
     result = WriteResult()
     if not docs:
         return result
+    # The tables have no primary key (migration 005): ids are unique because each write deletes an
+    # article's rows before inserting them, which needs each id once per write.
+    twice = [doc_id for doc_id, n in Counter(d.doc_id for d in docs).items() if n > 1]
+    if twice:
+        raise ConstraintViolated(f"document id {twice[0]!r} appears twice in one write; nothing was written")
     now = dt.datetime.now()
     with transaction(con):
         current = {

@@ -65,15 +65,20 @@ def migrate(con: duckdb.DuckDBPyConnection, dim: int | None = None) -> list[str]
 
     Migrations that create vector columns are templates of their width (warehouse/width.py). The
     writer that creates a warehouse knows its model and passes `dim`; one that does not (delete on
-    a new file, tests) gets the configured model's width, the one the next ingest writes with."""
+    a new file, tests) gets the configured model's width, the one the next ingest writes with. A
+    warehouse that exists keeps the width of its stored vectors."""
     refuse_newer_schema(con, path_of(con))
     pending = pending_migrations(con)
     if not pending:
         return []
-    if dim is None and any(width.needs_width(m.sql) for m in pending):
-        from newsindex.embedding import model_info  # reads the model's files only: no torch
+    if any(width.needs_width(m.sql) for m in pending):
+        if 1 not in _applied_versions(con):
+            if dim is None:
+                from newsindex.embedding import model_info  # reads the model's files only: no torch
 
-        dim = model_info().dim
+                dim = model_info().dim
+        else:  # a migration that rebuilds a stored table keeps its width, whatever the model
+            dim = int(dict(con.sql("SELECT embedding FROM chunks").types[0].children)["size"])
     current = None
     try:
         with transaction(con):
