@@ -458,15 +458,12 @@ class Index:
     def _semantic(self, snapshot: _Snapshot, con, query: str, k: int, filters, per_doc: bool) -> list:
         """Exact semantic search from the snapshot's matrix (queries/warm.py): the answer
         semantic_search.sql gives, without scanning DuckDB's copy of the vectors."""
-        from newsindex.queries import named, search as searching, warm
+        from newsindex.queries import search as searching, warm
 
         vector = searching.embed_query(query)
         allowed = warm.allowed_rows(con, snapshot.vectors, filters.since, filters.until, filters.source, None)
         found = warm.top_chunks(snapshot.vectors, vector, k, allowed, per_doc)
-        statement = named.get("passages_by_id")
-        cursor = con.execute(statement.sql, statement.bind({"chunk_ids": [chunk_id for chunk_id, _ in found]}))
-        columns = [d[0] for d in cursor.description]
-        passages = {row[0]: dict(zip(columns, row)) for row in cursor.fetchall()}
+        passages = warm.passages(con, [chunk_id for chunk_id, _ in found], snapshot.vectors)
         fields = searching.Hit.__dataclass_fields__
         hits = []
         for chunk_id, score in found:

@@ -230,7 +230,7 @@ def _warm_search(
     if vectors is None:
         return None
     allowed = warm.allowed_rows(con, vectors, filters.since, filters.until, filters.source, filters.doc)
-    return _with_passages(con, warm.top_chunks(vectors, vector, k, allowed, per_doc))
+    return _with_passages(con, warm.top_chunks(vectors, vector, k, allowed, per_doc), vectors)
 
 
 def _warm_keyword(
@@ -239,13 +239,13 @@ def _warm_keyword(
 ) -> list[dict] | None:
     """keyword_search.sql's answer from the postings in memory; None where there are none (no file
     to cache, or an index missing or behind the chunks: SQL answers, with its warning)."""
-    from newsindex.queries import warm_keyword
+    from newsindex.queries import warm, warm_keyword
 
     postings = preloaded[1] if preloaded else warm_keyword.postings_for(con)
     if postings is None:
         return None
     found = warm_keyword.search(con, postings, query, stems, k, filters.since, filters.until, filters.source, filters.doc, per_doc)
-    return _with_passages(con, found)
+    return _with_passages(con, found, preloaded[0] if preloaded else warm.loaded_for(con))
 
 
 def _warm_hybrid(
@@ -264,11 +264,12 @@ def _warm_hybrid(
     return warm_hybrid.search(con, vectors, postings, params["query"], vector, params.get("stems"), k, bound, **filters.params())
 
 
-def _with_passages(con: duckdb.DuckDBPyConnection, found: list[tuple[str, float]]) -> list[dict]:
-    """The k winners' text and article metadata, in the winners' order, each with its score."""
+def _with_passages(con: duckdb.DuckDBPyConnection, found: list[tuple[str, float]], vectors=None) -> list[dict]:
+    """The k winners' text and article metadata, in the winners' order, each with its score
+    (from `vectors`, a warm.WarmVectors, where the session holds one)."""
     from newsindex.queries import warm
 
-    passages = warm.passages(con, [chunk_id for chunk_id, _ in found])
+    passages = warm.passages(con, [chunk_id for chunk_id, _ in found], vectors)
     return [{**passages[chunk_id], "score": score} for chunk_id, score in found if chunk_id in passages]
 
 

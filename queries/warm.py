@@ -4,13 +4,14 @@ DuckDB's `array_inner_product` is a scalar loop (~45 ms per 100k vectors per thr
 the same inner products ~4x faster, and holding the vectors as one float32 matrix removes the scan
 altogether. So a warm session loads every chunk's vector once (`search_vectors.sql`, streamed
 through Arrow into a preallocated matrix), scores a query with one matrix-vector product, applies
-the filters as masks, and fetches the text of the k winners only (`passages_by_id.sql`).
+the filters as masks, and takes the k winners' passages from memory too (`passages`).
 The answer is the one `semantic_search.sql` gives: same chunks, same order, scores equal up to
 float rounding (tests/test_warm.py). One-shot searches (the CLI) stay on SQL: loading costs more
 than one scan.
 
-Memory: 4 bytes x 384 per chunk (1.5 GB at 1M chunks) plus ~12 bytes per chunk of ids and
-indexes; one warehouse at a time is kept. From COARSE_FROM chunks also a float16 copy (2 bytes x
+Memory: 4 bytes x 384 per chunk (1.5 GB at 1M chunks), the passages' text, plus ~24 bytes per
+chunk of ids, offsets and indexes; one warehouse at a time is kept. The text is kept because the
+chunks table has no key since migration 005: fetching k passages by id from DuckDB scans it. From COARSE_FROM chunks also a float16 copy (2 bytes x
 384 per chunk) in a faiss flat index, which the scan reads instead (`exact_scores`): half the
 bytes, and faiss's SIMD loop beats NumPy's float32 product. The answer stays exact: the float16
 scores only choose candidates, whose float32 scores rank them, and a bound on the float16 error
@@ -56,6 +57,9 @@ class WarmVectors:
     doc_start: np.ndarray  # (documents + 1,) int64
     coarse: object | None = None  # faiss IndexScalarQuantizer (float16) over `matrix`, or None
     max_norm: float = 0.0  # the longest row of `matrix` (the float16 error bound scales with it)
+    texts: object = None  # pyarrow StringArray (chunks,): each chunk's passage
+    spans: np.ndarray | None = None  # (chunks, 3) int32: ordinal, char_start, char_end
+    documents: object = None  # pyarrow Table in doc_ids order: title, published, source_path, url
 
 
 # Chunks from which a warm session also keeps the float16 copy: below, one float32 product costs
@@ -88,6 +92,13 @@ def vectors_for(con: duckdb.DuckDBPyConnection) -> WarmVectors | None:
     return snapshot_for(con, _cache, _checked, load)
 
 
+def loaded_for(con: duckdb.DuckDBPyConnection) -> WarmVectors | None:
+    """The connection's warehouse if this process already holds it, current; never loads it."""
+    path = database_path(con)
+    cached = _cache.get(path) if path is not None else None
+    return cached if cached is not None and _checked.get(con) == (path, cached.state) else None
+
+
 def snapshot_for(con: duckdb.DuckDBPyConnection, cache: dict, checked: weakref.WeakKeyDictionary,
                  load: Callable, available: Callable | None = None):  # fmt: skip
     """What `load(con, state)` makes of the connection's warehouse, kept in `cache` (one warehouse)
@@ -110,30 +121,41 @@ def snapshot_for(con: duckdb.DuckDBPyConnection, cache: dict, checked: weakref.W
 
 
 def load(con: duckdb.DuckDBPyConnection, state: tuple) -> WarmVectors:
+    import pyarrow as pa
+
     chunks = int(state[0])
-    doc_ids = np.asarray([row[0] for row in _run(con, "filtered_documents", {}).fetchall()], dtype=str)
+    documents = _run(con, "warm_documents", {}).to_arrow_table()
+    doc_ids = np.asarray(documents.column("doc_id").to_pylist(), dtype=str)
     reader = _run(con, "search_vectors", {}).to_arrow_reader(65_536)
     dim = reader.schema.field("embedding").type.list_size
     matrix = np.empty((chunks, dim), dtype=np.float32)
     ids: list = []
+    texts: list = []
     doc_index = np.empty(chunks, dtype=np.int32)
     day = np.empty(chunks, dtype=np.int32)
+    spans = np.empty((chunks, 3), dtype=np.int32)
     row = 0
     for batch in reader:
         n = batch.num_rows
         # Flatten the FixedSizeList without a copy, then one copy into the matrix.
         matrix[row : row + n] = batch.column("embedding").values.to_numpy().reshape(n, dim)
         ids.extend(batch.column("chunk_id").to_pylist())
+        texts.append(batch.column("text"))
         doc_index[row : row + n] = batch.column("doc_index").to_numpy()
         day[row : row + n] = batch.column("day").fill_null(_NO_DATE).to_numpy()
+        for j, name in enumerate(("ordinal", "char_start", "char_end")):
+            spans[row : row + n, j] = batch.column(name).to_numpy()
         row += n
     if row != chunks:  # a chunk whose article is missing: the SQL join drops it too
-        matrix, doc_index, day = matrix[:row].copy(), doc_index[:row], day[:row]
+        matrix, doc_index, day, spans = matrix[:row].copy(), doc_index[:row], day[:row], spans[:row]
     by_doc = np.argsort(doc_index, kind="stable")
     doc_start = np.zeros(len(doc_ids) + 1, dtype=np.int64)
     np.cumsum(np.bincount(doc_index, minlength=len(doc_ids)), out=doc_start[1:])
     coarse, max_norm = _coarse_index(matrix)
-    return WarmVectors(state, matrix, np.asarray(ids, dtype=object), doc_index, day, doc_ids, by_doc, doc_start, coarse, max_norm)
+    # One contiguous array (no Python string per chunk): the k winners' texts are sliced out of it.
+    text = pa.concat_arrays(texts) if texts else pa.array([], pa.string())
+    return WarmVectors(state, matrix, np.asarray(ids, dtype=object), doc_index, day, doc_ids, by_doc, doc_start, coarse,
+                       max_norm, text, spans, documents.drop_columns(["doc_id"]))  # fmt: skip
 
 
 def _coarse_index(matrix: np.ndarray) -> tuple[object | None, float]:
@@ -184,12 +206,42 @@ def _run(con: duckdb.DuckDBPyConnection, name: str, params: dict) -> duckdb.Duck
     return con.execute(statement.sql, statement.bind(params))
 
 
-def passages(con: duckdb.DuckDBPyConnection, chunk_ids: list[str]) -> dict[str, dict]:
+_PASSAGE_COLUMNS = ("chunk_id", "doc_id", "ordinal", "title", "published", "source_path", "url", "text", "char_start", "char_end")
+
+
+def passages(con: duckdb.DuckDBPyConnection, chunk_ids: list[str], vectors: WarmVectors | None = None) -> dict[str, dict]:
     """chunk_id -> its passages_by_id.sql row (text, offsets, article metadata), for the winners a
-    search found in memory; ids no longer stored are absent."""
-    cursor = _run(con, "passages_by_id", {"chunk_ids": chunk_ids})
-    columns = [d[0] for d in cursor.description]
-    return {row[0]: dict(zip(columns, row)) for row in cursor.fetchall()}
+    search found; ids no longer stored are absent. From `vectors` (the snapshot the winners came
+    from) where it holds them, else from the warehouse."""
+    found = {} if vectors is None or vectors.texts is None else _passages_in_memory(vectors, chunk_ids)
+    rest = [chunk_id for chunk_id in chunk_ids if chunk_id not in found]
+    if rest:
+        cursor = _run(con, "passages_by_id", {"chunk_ids": rest})
+        columns = [d[0] for d in cursor.description]
+        found.update((row[0], dict(zip(columns, row))) for row in cursor.fetchall())
+    return found
+
+
+def _passages_in_memory(vectors: WarmVectors, chunk_ids: list[str]) -> dict[str, dict]:
+    """The rows of passages_by_id.sql, from memory. A chunk id is its article's id, '#', and its
+    ordinal (documents.py); the article's rows are found by its id, the chunk among them by its id."""
+    found = {}
+    for chunk_id in chunk_ids:
+        doc_id = chunk_id.rpartition("#")[0]
+        article = int(np.searchsorted(vectors.doc_ids, doc_id))
+        if article == len(vectors.doc_ids) or vectors.doc_ids[article] != doc_id:
+            continue
+        rows = vectors.by_doc[vectors.doc_start[article] : vectors.doc_start[article + 1]]
+        match = rows[vectors.chunk_ids[rows] == chunk_id]
+        if not len(match):
+            continue
+        row = int(match[0])
+        ordinal, start, end = vectors.spans[row].tolist()
+        meta = {name: vectors.documents.column(name)[article].as_py() for name in ("title", "published", "source_path", "url")}
+        values = {"chunk_id": chunk_id, "doc_id": doc_id, "ordinal": ordinal, **meta, "text": vectors.texts[row].as_py(),
+                  "char_start": start, "char_end": end}  # fmt: skip
+        found[chunk_id] = {name: values[name] for name in _PASSAGE_COLUMNS}
+    return found
 
 
 def allowed_rows(

@@ -156,8 +156,8 @@ def search(
     passage) are search.py's Python twins of the SQL's: its regular expressions cost ~2.5 ms each
     to compile, per query. `params`: hybrid_search's parameters, bound."""
     semantic, keyword, passages = candidates(con, vectors, postings, query, vector, stems, int(params["depth"]), since, until, source, doc)
-    winners = fuse(con, query, k, params, semantic, keyword, passages)
-    texts = warm.passages(con, [w["chunk_id"] for w in winners])
+    winners = fuse(con, query, k, params, semantic, keyword, passages, vectors)
+    texts = warm.passages(con, [w["chunk_id"] for w in winners], vectors)
     return [{**texts[w["chunk_id"]], **w} for w in winners if w["chunk_id"] in texts]
 
 
@@ -177,7 +177,7 @@ def _normalised(score, low, high, kind):
 
 def fuse(
     con: duckdb.DuckDBPyConnection, query: str, k: int, params: dict,
-    semantic: list[dict], keyword: list[dict], passages: list[dict],
+    semantic: list[dict], keyword: list[dict], passages: list[dict], vectors: warm.WarmVectors | None = None,
 ) -> list[dict]:  # fmt: skip
     """The k winners of hybrid_search.sql given its candidates: {chunk_id (the best passage), score,
     semantic_rank, semantic_score, keyword_rank, keyword_score}, best first."""
@@ -196,7 +196,7 @@ def fuse(
     if kw:
         first = next(iter(kw))  # _ranked keeps rank order
         best_chunk = min((p for p in keyword if p["doc_id"] == first), key=lambda p: (-p["score"], p["chunk_id"]))["chunk_id"]
-        best_passage = warm.passages(con, [best_chunk]).get(best_chunk)
+        best_passage = warm.passages(con, [best_chunk], vectors).get(best_chunk)
         share = term_coverage(query, best_passage["text"], con) if best_passage else 0.0
     w = params.get("semantic_weight")
     if w is None:

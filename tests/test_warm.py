@@ -54,6 +54,20 @@ def test_warm_search_equals_the_sql_query_on_real_articles(search_db, per_doc):
         assert warm._cache, "the session's searches were answered from memory"
 
 
+def test_passages_from_memory_are_the_warehouse_s_rows(search_db):
+    """A warm session takes the winners' passages from memory (the chunks table has no key to fetch
+    them by): every chunk's row, metadata included, is the one passages_by_id.sql returns."""
+    with session(search_db, keyword=False) as con:
+        vectors = warm.vectors_for(con)
+        ids = list(vectors.chunk_ids)
+        from_sql = warm.passages(con, ids)
+        from_memory = warm._passages_in_memory(vectors, ids)
+        assert len(from_memory) == len(ids) == len(from_sql) > 50
+        assert from_memory == from_sql
+        # An id the snapshot does not hold is looked up in the warehouse, and absent if it is not there.
+        assert warm.passages(con, [ids[0], "no-such-doc#0", f"{from_sql[ids[0]]['doc_id']}#999"], vectors) == {ids[0]: from_sql[ids[0]]}
+
+
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     """3 000 clustered vectors, 5 chunks an article, one article a day; every 7th article undated."""
