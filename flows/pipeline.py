@@ -158,11 +158,11 @@ def run(
             try:
                 started = time.perf_counter()
                 with connection.opened(db) as con:
-                    # DuckDB checkpoints when the last connection closes, and at 200k chunks that
-                    # cost ~1.4 s of every batch whatever its size (rewriting the chunks' primary
-                    # key index; bench/RESULTS.md). The batches' commits wait in the WAL, durable,
-                    # and the run's last connection (_ingest's, at the end) checkpoints them all
-                    # at once, so the file is whole on its own again after every run.
+                    # DuckDB checkpoints when the last connection closes. The batches' commits
+                    # wait in the WAL instead, durable, and the run's last connection (_ingest's,
+                    # at the end) checkpoints them all at once, so the file is whole on its own
+                    # again after every run. (Before migration 005 each checkpoint also rewrote
+                    # the primary-key indexes, a cost that grew with the warehouse.)
                     con.execute("PRAGMA disable_checkpoint_on_shutdown")
                     result = documents.write_documents(con, batch.rows, vectors, fingerprint)
                 written.put((result, batch.chars, time.perf_counter() - started))

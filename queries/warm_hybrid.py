@@ -21,12 +21,18 @@ also binds them to the SQL as `semantic_best`, `semantic_passages` and `keyword_
 from __future__ import annotations
 
 import datetime as dt
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import duckdb
 import numpy as np
 
 from newsindex.queries import warm, warm_keyword
 from newsindex.queries.search import term_coverage, word_count
+
+
+# One worker a core: a server's concurrent searches each hand their scan to it.
+_SCANS = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="newsindex-scan")
 
 
 def semantic_best(
@@ -66,26 +72,35 @@ def top_articles(values: np.ndarray, articles: np.ndarray, depth: int) -> dict[i
         take = min(len(values), take * 4)  # not enough articles among the best passages yet
 
 
-def keyword_passages(
+def keyword_ranked(
     postings: warm_keyword.WarmPostings,
     term_ids: list[int],
     depth: int,
     allowed: np.ndarray | None,
     filtered_docs: bool,
-    also_docs: set[str],
-) -> list[dict]:
-    """{chunk_id, doc_id, score} of keyword_scores' passages whose article is among the keyword
-    side's top `depth` or in `also_docs`."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, float]]:
+    """(rows, scores, articles) of keyword_scores' passages, and the keyword side's top `depth`
+    articles (top_articles)."""
     rows, values = warm_keyword.allowed_scores(postings, term_ids, allowed)
-    if not len(rows):
-        return []
-    if not filtered_docs:
+    if len(rows) and not filtered_docs:
         # bm25_chunks' `top := 4 * depth`: score, then chunk_no (the row order).
         best = warm._best(values, 4 * depth)
         order = np.lexsort((rows[best], -values[best]))[: 4 * depth]
         rows, values = rows[best][order], values[best][order]
     articles = postings.doc_index[rows]
-    seen = top_articles(values, articles, depth)
+    return rows, values, articles, top_articles(values, articles, depth)
+
+
+def keyword_passages(
+    postings: warm_keyword.WarmPostings,
+    ranked: tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, float]],
+    also_docs: set[str],
+) -> list[dict]:
+    """{chunk_id, doc_id, score} of the `ranked` passages (keyword_ranked) whose article is among
+    the keyword side's top `depth` or in `also_docs`."""
+    rows, values, articles, seen = ranked
+    if not len(rows):
+        return []
     wanted = np.zeros(len(postings.doc_ids) + 1, dtype=bool)
     wanted[list(seen)] = True
     wanted[-1] = False  # a chunk whose article is gone: the SQL's joins drop it
@@ -118,10 +133,17 @@ def candidates(
     """hybrid_search.sql's candidates for this query: (semantic_best, keyword_passages,
     semantic_passages), as its parameters of those names take them (as JSON text)."""
     allowed = warm.allowed_rows(con, vectors, since, until, source, doc)
-    semantic = semantic_best(vectors, vector, depth, allowed)
-    keyword_allowed, filtered_docs = warm_keyword.allowed_rows(con, postings, since, until, source, doc)
-    terms = warm_keyword.query_terms(con, postings, query, stems)
-    keyword = keyword_passages(postings, terms, depth, keyword_allowed, filtered_docs, {s["doc_id"] for s in semantic})
+    # The semantic scan (BLAS or faiss, outside the GIL; at 1M chunks one core's memory bandwidth)
+    # runs beside the keyword side's work on this thread. It touches no DuckDB connection, which
+    # one thread at a time may use.
+    scan = _SCANS.submit(semantic_best, vectors, vector, depth, allowed)
+    try:
+        keyword_allowed, filtered_docs = warm_keyword.allowed_rows(con, postings, since, until, source, doc)
+        terms = warm_keyword.query_terms(con, postings, query, stems)
+        ranked = keyword_ranked(postings, terms, depth, keyword_allowed, filtered_docs)
+    finally:
+        semantic = scan.result()
+    keyword = keyword_passages(postings, ranked, {s["doc_id"] for s in semantic})
     # Every winner is a candidate of one side; its passages' semantic scores, for the best passage.
     articles = np.searchsorted(vectors.doc_ids, np.asarray(sorted({s["doc_id"] for s in semantic} | {p["doc_id"] for p in keyword}), dtype=str))
     articles = articles[articles < len(vectors.doc_ids)]
