@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import duckdb
 import numpy as np
@@ -133,10 +133,15 @@ def candidates(
     """hybrid_search.sql's candidates for this query: (semantic_best, keyword_passages,
     semantic_passages), as its parameters of those names take them (as JSON text)."""
     allowed = warm.allowed_rows(con, vectors, since, until, source, doc)
-    # The semantic scan (BLAS or faiss, outside the GIL; at 1M chunks one core's memory bandwidth)
-    # runs beside the keyword side's work on this thread. It touches no DuckDB connection, which
-    # one thread at a time may use.
-    scan = _SCANS.submit(semantic_best, vectors, vector, depth, allowed)
+    # From COARSE_FROM chunks the semantic scan is faiss's float16 one: one thread, outside the
+    # GIL, bound by one core's memory bandwidth. It then runs beside the keyword side's work on
+    # this thread (it touches no DuckDB connection, which one thread at a time may use). Below,
+    # the scan is a BLAS product that already uses every core, and stays on this thread.
+    if vectors.coarse is not None:
+        scan = _SCANS.submit(semantic_best, vectors, vector, depth, allowed)
+    else:
+        scan = Future()
+        scan.set_result(semantic_best(vectors, vector, depth, allowed))
     try:
         keyword_allowed, filtered_docs = warm_keyword.allowed_rows(con, postings, since, until, source, doc)
         terms = warm_keyword.query_terms(con, postings, query, stems)

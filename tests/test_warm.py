@@ -324,10 +324,18 @@ def same_hybrid_answers(db, queries: list[str], filters: list, ks: tuple) -> int
     return full
 
 
-def test_warm_hybrid_search_equals_the_sql_query_on_real_articles(search_db):
+@pytest.mark.parametrize("coarse", [False, True], ids=["blas-scan", "float16-scan-in-a-worker"])
+def test_warm_hybrid_search_equals_the_sql_query_on_real_articles(search_db, coarse, monkeypatch):
+    """Also with the float16 copy (as from COARSE_FROM chunks), whose scan runs in a worker thread
+    beside the keyword side."""
+    if coarse:
+        monkeypatch.setattr(warm, "COARSE_FROM", 1)
+    warm._cache.clear()
     queries = [*QUERIES, *labelled_queries(EVAL_SET), "the and of", "zyxwvut"]
     filters = [None, Filters(since=dt.date(2024, 6, 1)), Filters(source="*/corpus/*", until=dt.date(2025, 6, 1)), Filters(since=dt.date(2030, 1, 1))]
     assert same_hybrid_answers(search_db, queries, filters, (3, 20)) > 50
+    assert (next(iter(warm._cache.values())).coarse is not None) == coarse
+    warm._cache.clear()
 
 
 def test_warm_hybrid_search_equals_the_sql_query_on_the_evaluation_set(fixture_set):  # noqa: F811
