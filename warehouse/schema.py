@@ -78,7 +78,9 @@ def migrate(con: duckdb.DuckDBPyConnection, dim: int | None = None) -> list[str]
 
                 dim = model_info().dim
         else:  # a migration that rebuilds a stored table keeps its width, whatever the model
-            dim = int(dict(con.sql("SELECT embedding FROM chunks").types[0].children)["size"])
+            from newsindex.warehouse.documents import chunk_dimension  # documents imports this module
+
+            dim = chunk_dimension(con)
     current = None
     try:
         with transaction(con):
