@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import duckdb
@@ -117,7 +118,7 @@ def keyword_passages(
     return [{"chunk_id": c, "doc_id": d, "score": s} for c, d, s in zip(chunk_ids, doc_ids, values.tolist())]
 
 
-def candidates(
+def sides(
     con: duckdb.DuckDBPyConnection,
     vectors: warm.WarmVectors,
     postings: warm_keyword.WarmPostings,
@@ -129,9 +130,8 @@ def candidates(
     until: dt.date | None = None,
     source: str | None = None,
     doc: str | None = None,
-) -> tuple[list[dict], list[dict], list[dict]]:
-    """hybrid_search.sql's candidates for this query: (semantic_best, keyword_passages,
-    semantic_passages), as its parameters of those names take them (as JSON text)."""
+) -> tuple[list[dict], list[dict]]:
+    """hybrid_search.sql's `semantic_best` and `keyword_passages` for this query."""
     allowed = warm.allowed_rows(con, vectors, since, until, source, doc)
     # From COARSE_FROM chunks the semantic scan is faiss's float16 one: one thread, outside the
     # GIL, bound by one core's memory bandwidth. It then runs beside the keyword side's work on
@@ -148,16 +148,41 @@ def candidates(
         ranked = keyword_ranked(postings, terms, depth, keyword_allowed, filtered_docs)
     finally:
         semantic = scan.result()
-    keyword = keyword_passages(postings, ranked, {s["doc_id"] for s in semantic})
-    # Every winner is a candidate of one side; its passages' semantic scores, for the best passage.
-    articles = np.searchsorted(vectors.doc_ids, np.asarray(sorted({s["doc_id"] for s in semantic} | {p["doc_id"] for p in keyword}), dtype=str))
+    return semantic, keyword_passages(postings, ranked, {s["doc_id"] for s in semantic})
+
+
+def article_passages(vectors: warm.WarmVectors, vector: np.ndarray, doc_ids: set[str]) -> list[dict]:
+    """{chunk_id, doc_id, score}: the semantic score of every passage of the articles `doc_ids`
+    (hybrid_search.sql's `semantic_passages`, from which it picks each winner's best passage)."""
+    articles = np.searchsorted(vectors.doc_ids, np.asarray(sorted(doc_ids), dtype=str))
     articles = articles[articles < len(vectors.doc_ids)]
-    rows = np.concatenate([vectors.by_doc[vectors.doc_start[a] : vectors.doc_start[a + 1]] for a in articles.tolist()]) if len(articles) else np.empty(0, np.int64)
-    passages = [
-        {"chunk_id": chunk_id, "doc_id": str(vectors.doc_ids[a]), "score": score}
-        for chunk_id, a, score in zip(vectors.chunk_ids[rows].tolist(), vectors.doc_index[rows].tolist(), (vectors.matrix[rows] @ vector).tolist())
-    ]  # fmt: skip
-    return semantic, keyword, passages
+    if not len(articles):
+        return []
+    rows = np.concatenate([vectors.by_doc[vectors.doc_start[a] : vectors.doc_start[a + 1]] for a in articles.tolist()])
+    ids, docs = vectors.chunk_ids[rows].tolist(), vectors.doc_ids[vectors.doc_index[rows]].tolist()
+    return [{"chunk_id": c, "doc_id": d, "score": s} for c, d, s in zip(ids, docs, (vectors.matrix[rows] @ vector).tolist())]
+
+
+def candidates(
+    con: duckdb.DuckDBPyConnection,
+    vectors: warm.WarmVectors,
+    postings: warm_keyword.WarmPostings,
+    query: str,
+    vector: np.ndarray,
+    stems: list[str] | None,
+    depth: int,
+    since: dt.date | None = None,
+    until: dt.date | None = None,
+    source: str | None = None,
+    doc: str | None = None,
+) -> tuple[list[dict], list[dict], list[dict]]:
+    """hybrid_search.sql's candidates for this query: (semantic_best, keyword_passages,
+    semantic_passages), as its parameters of those names take them (as JSON text). Every winner is
+    a candidate of one side, so the passages are those of every candidate article; search() scores
+    only the winners' passages, which is all the SQL reads of them."""
+    semantic, keyword = sides(con, vectors, postings, query, vector, stems, depth, since, until, source, doc)
+    every = {s["doc_id"] for s in semantic} | {p["doc_id"] for p in keyword}
+    return semantic, keyword, article_passages(vectors, vector, every)
 
 
 def search(
@@ -182,8 +207,8 @@ def search(
     The query-dependent weight's inputs (word count, term coverage of the keyword side's best
     passage) are search.py's Python twins of the SQL's: its regular expressions cost ~2.5 ms each
     to compile, per query. `params`: hybrid_search's parameters, bound."""
-    semantic, keyword, passages = candidates(con, vectors, postings, query, vector, stems, int(params["depth"]), since, until, source, doc)
-    winners = fuse(con, query, k, params, semantic, keyword, passages, vectors)
+    semantic, keyword = sides(con, vectors, postings, query, vector, stems, int(params["depth"]), since, until, source, doc)
+    winners = fuse(con, query, k, params, semantic, keyword, lambda docs: article_passages(vectors, vector, docs), vectors)
     texts = warm.passages(con, [w["chunk_id"] for w in winners], vectors)
     return [{**texts[w["chunk_id"]], **w} for w in winners if w["chunk_id"] in texts]
 
@@ -204,10 +229,12 @@ def _normalised(score, low, high, kind):
 
 def fuse(
     con: duckdb.DuckDBPyConnection, query: str, k: int, params: dict,
-    semantic: list[dict], keyword: list[dict], passages: list[dict], vectors: warm.WarmVectors | None = None,
+    semantic: list[dict], keyword: list[dict], passages: list[dict] | Callable[[set[str]], list[dict]],
+    vectors: warm.WarmVectors | None = None,
 ) -> list[dict]:  # fmt: skip
     """The k winners of hybrid_search.sql given its candidates: {chunk_id (the best passage), score,
-    semantic_rank, semantic_score, keyword_rank, keyword_score}, best first."""
+    semantic_rank, semantic_score, keyword_rank, keyword_score}, best first. `passages`: the
+    candidates' passages, or a function giving those of the winning articles."""
     depth = int(params["depth"])
     sem = _ranked({s["doc_id"]: float(np.float32(s["score"])) for s in semantic}, depth)
     per_doc: dict[str, float] = {}
@@ -252,7 +279,7 @@ def fuse(
 
     keyword_of = {p["chunk_id"]: p["score"] for p in keyword}
     best: dict[str, tuple] = {}
-    for p in passages:
+    for p in passages(set(top)) if callable(passages) else passages:
         if p["doc_id"] not in top:
             continue
         s = float(np.float32(p["score"]))
