@@ -152,6 +152,7 @@ class _Snapshot:
     con: duckdb.DuckDBPyConnection
     vectors: object  # queries.warm.WarmVectors
     postings: object  # queries.warm_keyword.WarmPostings, None without a current keyword index
+    passages: object  # queries.warm.WarmPassages
     signature: tuple
     loaded_at: dt.datetime
     documents: int
@@ -283,10 +284,11 @@ class Index:
             state = warm.warehouse_state(con)
             vectors = warm.load(con, state)
             postings = warm_keyword.load(con, state) if warm_keyword.is_available(con) else None
+            passages = warm.load_passages(con, state)
         except BaseException:
             stack.close()
             raise
-        return _Snapshot(con, vectors, postings, signature, dt.datetime.now(), int(state[1]), int(state[0]), problem, generation,
+        return _Snapshot(con, vectors, postings, passages, signature, dt.datetime.now(), int(state[1]), int(state[0]), problem, generation,
                          held, time.perf_counter() - started, stack)  # fmt: skip
 
     def _copy_file(self, wait: float) -> tuple[Path, tuple, float] | None:
@@ -438,7 +440,7 @@ class Index:
         else:
             # From the snapshot's vectors and postings where the mode has a warm path (keyword).
             result = searching.search(con, query, k=k + offset, mode=mode, filters=filters, per_doc=per_doc, in_memory=True,
-                                      preloaded=(snapshot.vectors, snapshot.postings))  # fmt: skip
+                                      preloaded=(snapshot.vectors, snapshot.postings, snapshot.passages))  # fmt: skip
             hits, warnings = result.hits, result.warnings
         hits = hits[offset:]
         # search() marks the matched words itself where its Hit has `highlights`; the semantic
@@ -463,7 +465,7 @@ class Index:
         vector = searching.embed_query(query)
         allowed = warm.allowed_rows(con, snapshot.vectors, filters.since, filters.until, filters.source, None)
         found = warm.top_chunks(snapshot.vectors, vector, k, allowed, per_doc)
-        passages = warm.passages(con, [chunk_id for chunk_id, _ in found], snapshot.vectors)
+        passages = warm.passages(con, [chunk_id for chunk_id, _ in found], snapshot.passages)
         fields = searching.Hit.__dataclass_fields__
         hits = []
         for chunk_id, score in found:

@@ -114,8 +114,8 @@ def search(
     `in_memory` answers exact semantic and keyword queries from vectors and postings held in memory
     (queries/warm.py, queries/warm_keyword.py; same results as the SQL); by default it does so in a
     session (`db` a connection), where the one-time load pays off, and not for a one-shot search,
-    which stays on SQL. `preloaded` is (WarmVectors, WarmPostings or None) already loaded for `db`
-    (an Index's snapshot), used instead of the per-process caches."""
+    which stays on SQL. `preloaded` is (WarmVectors, WarmPostings or None, WarmPassages) already
+    loaded for `db` (an Index's snapshot), used instead of the per-process caches."""
     if mode not in REGISTRY:
         raise named.QueryError(f"unknown search mode {mode!r}; choose one of {', '.join(REGISTRY)}")
     spec = REGISTRY[mode]
@@ -153,7 +153,7 @@ def search(
             in_memory = isinstance(db, duckdb.DuckDBPyConnection)
         records = None
         if ann:
-            records = _ann_search(con, db, vector, k, filters)
+            records = _ann_search(con, db, vector, k, filters, _store(con, preloaded) if in_memory else None)
         elif mode == "semantic" and in_memory:
             records = _warm_search(con, vector, k, filters, per_doc, preloaded)
         elif mode == "keyword" and in_memory:
@@ -230,7 +230,7 @@ def _warm_search(
     if vectors is None:
         return None
     allowed = warm.allowed_rows(con, vectors, filters.since, filters.until, filters.source, filters.doc)
-    return _with_passages(con, warm.top_chunks(vectors, vector, k, allowed, per_doc), vectors)
+    return _with_passages(con, warm.top_chunks(vectors, vector, k, allowed, per_doc), _store(con, preloaded))
 
 
 def _warm_keyword(
@@ -245,7 +245,7 @@ def _warm_keyword(
     if postings is None:
         return None
     found = warm_keyword.search(con, postings, query, stems, k, filters.since, filters.until, filters.source, filters.doc, per_doc)
-    return _with_passages(con, found, preloaded[0] if preloaded else warm.loaded_for(con))
+    return _with_passages(con, found, _store(con, preloaded))
 
 
 def _warm_hybrid(
@@ -256,30 +256,38 @@ def _warm_hybrid(
     scans) where either side has nothing in memory."""
     from newsindex.queries import warm, warm_hybrid, warm_keyword
 
-    vectors, postings = preloaded if preloaded else (warm.vectors_for(con), warm_keyword.postings_for(con))
+    vectors, postings = preloaded[:2] if preloaded else (warm.vectors_for(con), warm_keyword.postings_for(con))
     if vectors is None or postings is None:
         return None
     declared = {p.name for p in statement.params}
     bound = statement.bind({name: value for name, value in params.items() if name in declared or name in (fusion or {})})
-    return warm_hybrid.search(con, vectors, postings, params["query"], vector, params.get("stems"), k, bound, **filters.params())
+    return warm_hybrid.search(con, vectors, postings, _store(con, preloaded), params["query"], vector, params.get("stems"), k, bound,
+                              **filters.params())  # fmt: skip
 
 
-def _with_passages(con: duckdb.DuckDBPyConnection, found: list[tuple[str, float]], vectors=None) -> list[dict]:
-    """The k winners' text and article metadata, in the winners' order, each with its score
-    (from `vectors`, a warm.WarmVectors, where the session holds one)."""
+def _store(con: duckdb.DuckDBPyConnection, preloaded: tuple | None):
+    """The warm.WarmPassages to show a warm search's winners from."""
     from newsindex.queries import warm
 
-    passages = warm.passages(con, [chunk_id for chunk_id, _ in found], vectors)
+    return preloaded[2] if preloaded else warm.passages_for(con)
+
+
+def _with_passages(con: duckdb.DuckDBPyConnection, found: list[tuple[str, float]], store=None) -> list[dict]:
+    """The k winners' text and article metadata, in the winners' order, each with its score
+    (from `store`, a warm.WarmPassages, where the session holds one)."""
+    from newsindex.queries import warm
+
+    passages = warm.passages(con, [chunk_id for chunk_id, _ in found], store)
     return [{**passages[chunk_id], "score": score} for chunk_id, score in found if chunk_id in passages]
 
 
-def _ann_search(con: duckdb.DuckDBPyConnection, db, vector: np.ndarray, k: int, filters: Filters) -> list[dict]:
+def _ann_search(con: duckdb.DuckDBPyConnection, db, vector: np.ndarray, k: int, filters: Filters, store=None) -> list[dict]:
     from newsindex.queries import ann
 
     if isinstance(db, duckdb.DuckDBPyConnection):
         db = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0]
     index = ann.open_index(con, config.db_path(db))
-    return _with_passages(con, ann.nearest_chunks(index, vector, k, filters.since, filters.until))
+    return _with_passages(con, ann.nearest_chunks(index, vector, k, filters.since, filters.until), store)
 
 
 def embed_query(text: str) -> np.ndarray:

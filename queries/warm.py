@@ -4,15 +4,16 @@ DuckDB's `array_inner_product` is a scalar loop (~45 ms per 100k vectors per thr
 the same inner products ~4x faster, and holding the vectors as one float32 matrix removes the scan
 altogether. So a warm session loads every chunk's vector once (`search_vectors.sql`, streamed
 through Arrow into a preallocated matrix), scores a query with one matrix-vector product, applies
-the filters as masks, and takes the k winners' passages from memory too (`passages`).
+the filters as masks, and takes the k winners' passages from memory too (`WarmPassages`, shared
+with the warm keyword search).
 The answer is the one `semantic_search.sql` gives: same chunks, same order, scores equal up to
 float rounding (tests/test_warm.py). One-shot searches (the CLI) stay on SQL: loading costs more
 than one scan.
 
-Memory: 4 bytes x 384 per chunk (1.5 GB at 1M chunks), the passages' text, plus ~24 bytes per
-chunk of ids, offsets and indexes; one warehouse at a time is kept. The text is kept because the
-chunks table has no key since migration 005: fetching k passages by id from DuckDB scans it. From COARSE_FROM chunks also a float16 copy (2 bytes x
-384 per chunk) in a faiss flat index, which the scan reads instead (`exact_scores`): half the
+Memory: 4 bytes x 384 per chunk (1.5 GB at 1M chunks) plus ~24 bytes per chunk of ids and
+indexes; the passages' text once more (WarmPassages); one warehouse at a time is kept. The text is
+kept because the chunks table has no key since migration 005: fetching k passages by id from DuckDB
+scans it. From COARSE_FROM chunks also a float16 copy (2 bytes x 384 per chunk) in a faiss flat index, which the scan reads instead (`exact_scores`): half the
 bytes, and faiss's SIMD loop beats NumPy's float32 product. The answer stays exact: the float16
 scores only choose candidates, whose float32 scores rank them, and a bound on the float16 error
 proves that no other chunk could rank among them (else the search looks deeper).
@@ -57,9 +58,19 @@ class WarmVectors:
     doc_start: np.ndarray  # (documents + 1,) int64
     coarse: object | None = None  # faiss IndexScalarQuantizer (float16) over `matrix`, or None
     max_norm: float = 0.0  # the longest row of `matrix` (the float16 error bound scales with it)
-    texts: object = None  # pyarrow StringArray (chunks,): each chunk's passage
-    spans: np.ndarray | None = None  # (chunks, 3) int32: ordinal, char_start, char_end
-    documents: object = None  # pyarrow Table in doc_ids order: title, published, source_path, url
+
+
+@dataclass
+class WarmPassages:
+    """Every chunk's passage and its article's metadata: what a search shows of its k winners,
+    whichever side found them (semantic, keyword, both)."""
+
+    state: tuple
+    chunk_ids: np.ndarray  # (chunks,) object (str), sorted: a winner's row is found by bisection
+    texts: object  # pyarrow StringArray (chunks,): each chunk's passage, one buffer for all
+    spans: np.ndarray  # (chunks, 4) int32: article's position in doc_ids, ordinal, char_start, char_end
+    doc_ids: np.ndarray  # (documents,) str, sorted
+    documents: object  # pyarrow Table in doc_ids order: title, published, source_path, url
 
 
 # Chunks from which a warm session also keeps the float16 copy: below, one float32 product costs
@@ -71,9 +82,12 @@ COARSE_FROM = 200_000
 _COARSE_ERROR = 2.0**-11 + 1e-4
 
 
-# One warehouse's vectors (the last one searched), and the connections already checked against it.
+# One warehouse's vectors (the last one searched), and the connections already checked against it;
+# the same for its passages.
 _cache: dict[Path, WarmVectors] = {}
 _checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_passages: dict[Path, WarmPassages] = {}
+_passages_checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def warehouse_state(con: duckdb.DuckDBPyConnection) -> tuple:
@@ -92,11 +106,10 @@ def vectors_for(con: duckdb.DuckDBPyConnection) -> WarmVectors | None:
     return snapshot_for(con, _cache, _checked, load)
 
 
-def loaded_for(con: duckdb.DuckDBPyConnection) -> WarmVectors | None:
-    """The connection's warehouse if this process already holds it, current; never loads it."""
-    path = database_path(con)
-    cached = _cache.get(path) if path is not None else None
-    return cached if cached is not None and _checked.get(con) == (path, cached.state) else None
+def passages_for(con: duckdb.DuckDBPyConnection) -> WarmPassages | None:
+    """The connection's passages in memory, loaded on first use or when the warehouse changed;
+    None for an in-memory database."""
+    return snapshot_for(con, _passages, _passages_checked, load_passages)
 
 
 def snapshot_for(con: duckdb.DuckDBPyConnection, cache: dict, checked: weakref.WeakKeyDictionary,
@@ -121,41 +134,53 @@ def snapshot_for(con: duckdb.DuckDBPyConnection, cache: dict, checked: weakref.W
 
 
 def load(con: duckdb.DuckDBPyConnection, state: tuple) -> WarmVectors:
-    import pyarrow as pa
-
     chunks = int(state[0])
-    documents = _run(con, "warm_documents", {}).to_arrow_table()
-    doc_ids = np.asarray(documents.column("doc_id").to_pylist(), dtype=str)
+    doc_ids = np.asarray([row[0] for row in _run(con, "filtered_documents", {}).fetchall()], dtype=str)
     reader = _run(con, "search_vectors", {}).to_arrow_reader(65_536)
     dim = reader.schema.field("embedding").type.list_size
     matrix = np.empty((chunks, dim), dtype=np.float32)
     ids: list = []
-    texts: list = []
     doc_index = np.empty(chunks, dtype=np.int32)
     day = np.empty(chunks, dtype=np.int32)
-    spans = np.empty((chunks, 3), dtype=np.int32)
     row = 0
     for batch in reader:
         n = batch.num_rows
         # Flatten the FixedSizeList without a copy, then one copy into the matrix.
         matrix[row : row + n] = batch.column("embedding").values.to_numpy().reshape(n, dim)
         ids.extend(batch.column("chunk_id").to_pylist())
-        texts.append(batch.column("text"))
         doc_index[row : row + n] = batch.column("doc_index").to_numpy()
         day[row : row + n] = batch.column("day").fill_null(_NO_DATE).to_numpy()
-        for j, name in enumerate(("ordinal", "char_start", "char_end")):
-            spans[row : row + n, j] = batch.column(name).to_numpy()
         row += n
     if row != chunks:  # a chunk whose article is missing: the SQL join drops it too
-        matrix, doc_index, day, spans = matrix[:row].copy(), doc_index[:row], day[:row], spans[:row]
+        matrix, doc_index, day = matrix[:row].copy(), doc_index[:row], day[:row]
     by_doc = np.argsort(doc_index, kind="stable")
     doc_start = np.zeros(len(doc_ids) + 1, dtype=np.int64)
     np.cumsum(np.bincount(doc_index, minlength=len(doc_ids)), out=doc_start[1:])
     coarse, max_norm = _coarse_index(matrix)
+    return WarmVectors(state, matrix, np.asarray(ids, dtype=object), doc_index, day, doc_ids, by_doc, doc_start, coarse, max_norm)
+
+
+def load_passages(con: duckdb.DuckDBPyConnection, state: tuple) -> WarmPassages:
+    import pyarrow as pa
+
+    documents = _run(con, "warm_documents", {}).to_arrow_table()
+    doc_ids = np.asarray(documents.column("doc_id").to_pylist(), dtype=str)
+    reader = _run(con, "warm_passages", {}).to_arrow_reader(65_536)
+    chunks = int(state[0])
+    ids: list = []
+    texts: list = []
+    spans = np.empty((chunks, 4), dtype=np.int32)
+    row = 0
+    for batch in reader:
+        n = batch.num_rows
+        ids.extend(batch.column("chunk_id").to_pylist())
+        texts.append(batch.column("text"))
+        for j, name in enumerate(("doc_index", "ordinal", "char_start", "char_end")):
+            spans[row : row + n, j] = batch.column(name).to_numpy()
+        row += n
     # One contiguous array (no Python string per chunk): the k winners' texts are sliced out of it.
     text = pa.concat_arrays(texts) if texts else pa.array([], pa.string())
-    return WarmVectors(state, matrix, np.asarray(ids, dtype=object), doc_index, day, doc_ids, by_doc, doc_start, coarse,
-                       max_norm, text, spans, documents.drop_columns(["doc_id"]))  # fmt: skip
+    return WarmPassages(state, np.asarray(ids, dtype=object), text, spans[:row].copy(), doc_ids, documents.drop_columns(["doc_id"]))
 
 
 def _coarse_index(matrix: np.ndarray) -> tuple[object | None, float]:
@@ -209,11 +234,11 @@ def _run(con: duckdb.DuckDBPyConnection, name: str, params: dict) -> duckdb.Duck
 _PASSAGE_COLUMNS = ("chunk_id", "doc_id", "ordinal", "title", "published", "source_path", "url", "text", "char_start", "char_end")
 
 
-def passages(con: duckdb.DuckDBPyConnection, chunk_ids: list[str], vectors: WarmVectors | None = None) -> dict[str, dict]:
+def passages(con: duckdb.DuckDBPyConnection, chunk_ids: list[str], store: WarmPassages | None = None) -> dict[str, dict]:
     """chunk_id -> its passages_by_id.sql row (text, offsets, article metadata), for the winners a
-    search found; ids no longer stored are absent. From `vectors` (the snapshot the winners came
+    search found; ids no longer stored are absent. From `store` (the snapshot the winners came
     from) where it holds them, else from the warehouse."""
-    found = {} if vectors is None or vectors.texts is None else _passages_in_memory(vectors, chunk_ids)
+    found = {} if store is None else _passages_in_memory(store, chunk_ids)
     rest = [chunk_id for chunk_id in chunk_ids if chunk_id not in found]
     if rest:
         cursor = _run(con, "passages_by_id", {"chunk_ids": rest})
@@ -222,24 +247,20 @@ def passages(con: duckdb.DuckDBPyConnection, chunk_ids: list[str], vectors: Warm
     return found
 
 
-def _passages_in_memory(vectors: WarmVectors, chunk_ids: list[str]) -> dict[str, dict]:
-    """The rows of passages_by_id.sql, from memory. A chunk id is its article's id, '#', and its
-    ordinal (documents.py); the article's rows are found by its id, the chunk among them by its id."""
+def _passages_in_memory(store: WarmPassages, chunk_ids: list[str]) -> dict[str, dict]:
+    """The rows of passages_by_id.sql, from memory."""
+    if not chunk_ids or not len(store.chunk_ids):
+        return {}
+    wanted = np.asarray(chunk_ids, dtype=object)
+    rows = np.minimum(np.searchsorted(store.chunk_ids, wanted), len(store.chunk_ids) - 1)
     found = {}
-    for chunk_id in chunk_ids:
-        doc_id = chunk_id.rpartition("#")[0]
-        article = int(np.searchsorted(vectors.doc_ids, doc_id))
-        if article == len(vectors.doc_ids) or vectors.doc_ids[article] != doc_id:
+    for chunk_id, row in zip(chunk_ids, rows.tolist()):
+        if store.chunk_ids[row] != chunk_id:
             continue
-        rows = vectors.by_doc[vectors.doc_start[article] : vectors.doc_start[article + 1]]
-        match = rows[vectors.chunk_ids[rows] == chunk_id]
-        if not len(match):
-            continue
-        row = int(match[0])
-        ordinal, start, end = vectors.spans[row].tolist()
-        meta = {name: vectors.documents.column(name)[article].as_py() for name in ("title", "published", "source_path", "url")}
-        values = {"chunk_id": chunk_id, "doc_id": doc_id, "ordinal": ordinal, **meta, "text": vectors.texts[row].as_py(),
-                  "char_start": start, "char_end": end}  # fmt: skip
+        article, ordinal, start, end = store.spans[row].tolist()
+        meta = {name: store.documents.column(name)[article].as_py() for name in ("title", "published", "source_path", "url")}
+        values = {"chunk_id": chunk_id, "doc_id": str(store.doc_ids[article]), "ordinal": ordinal, **meta,
+                  "text": store.texts[row].as_py(), "char_start": start, "char_end": end}  # fmt: skip
         found[chunk_id] = {name: values[name] for name in _PASSAGE_COLUMNS}
     return found
 

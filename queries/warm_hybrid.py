@@ -189,6 +189,7 @@ def search(
     con: duckdb.DuckDBPyConnection,
     vectors: warm.WarmVectors,
     postings: warm_keyword.WarmPostings,
+    store: warm.WarmPassages | None,
     query: str,
     vector: np.ndarray,
     stems: list[str] | None,
@@ -208,8 +209,8 @@ def search(
     passage) are search.py's Python twins of the SQL's: its regular expressions cost ~2.5 ms each
     to compile, per query. `params`: hybrid_search's parameters, bound."""
     semantic, keyword = sides(con, vectors, postings, query, vector, stems, int(params["depth"]), since, until, source, doc)
-    winners = fuse(con, query, k, params, semantic, keyword, lambda docs: article_passages(vectors, vector, docs), vectors)
-    texts = warm.passages(con, [w["chunk_id"] for w in winners], vectors)
+    winners = fuse(con, query, k, params, semantic, keyword, lambda docs: article_passages(vectors, vector, docs), store)
+    texts = warm.passages(con, [w["chunk_id"] for w in winners], store)
     return [{**texts[w["chunk_id"]], **w} for w in winners if w["chunk_id"] in texts]
 
 
@@ -230,7 +231,7 @@ def _normalised(score, low, high, kind):
 def fuse(
     con: duckdb.DuckDBPyConnection, query: str, k: int, params: dict,
     semantic: list[dict], keyword: list[dict], passages: list[dict] | Callable[[set[str]], list[dict]],
-    vectors: warm.WarmVectors | None = None,
+    store: warm.WarmPassages | None = None,
 ) -> list[dict]:  # fmt: skip
     """The k winners of hybrid_search.sql given its candidates: {chunk_id (the best passage), score,
     semantic_rank, semantic_score, keyword_rank, keyword_score}, best first. `passages`: the
@@ -250,7 +251,7 @@ def fuse(
     if kw:
         first = next(iter(kw))  # _ranked keeps rank order
         best_chunk = min((p for p in keyword if p["doc_id"] == first), key=lambda p: (-p["score"], p["chunk_id"]))["chunk_id"]
-        best_passage = warm.passages(con, [best_chunk], vectors).get(best_chunk)
+        best_passage = warm.passages(con, [best_chunk], store).get(best_chunk)
         share = term_coverage(query, best_passage["text"], con) if best_passage else 0.0
     w = params.get("semantic_weight")
     if w is None:

@@ -58,14 +58,18 @@ def test_passages_from_memory_are_the_warehouse_s_rows(search_db):
     """A warm session takes the winners' passages from memory (the chunks table has no key to fetch
     them by): every chunk's row, metadata included, is the one passages_by_id.sql returns."""
     with session(search_db, keyword=False) as con:
-        vectors = warm.vectors_for(con)
-        ids = list(vectors.chunk_ids)
+        store = warm.passages_for(con)
+        ids = [row[0] for row in con.execute("SELECT chunk_id FROM chunks").fetchall()]
+        assert sorted(store.chunk_ids) == sorted(ids) == list(store.chunk_ids)
         from_sql = warm.passages(con, ids)
-        from_memory = warm._passages_in_memory(vectors, ids)
+        from_memory = warm._passages_in_memory(store, ids)
         assert len(from_memory) == len(ids) == len(from_sql) > 50
         assert from_memory == from_sql
-        # An id the snapshot does not hold is looked up in the warehouse, and absent if it is not there.
-        assert warm.passages(con, [ids[0], "no-such-doc#0", f"{from_sql[ids[0]]['doc_id']}#999"], vectors) == {ids[0]: from_sql[ids[0]]}
+        # An id the snapshot does not hold is looked up in the warehouse, and absent if it is not
+        # there: before the first id, after the last, and between two.
+        doc = from_sql[ids[0]]["doc_id"]
+        asked = [ids[0], "no-such-doc#0", f"{doc}#999", "", "\uffff", f"{doc}#0a"]
+        assert warm.passages(con, asked, store) == {ids[0]: from_sql[ids[0]]}
 
 
 @pytest.fixture(scope="module")
@@ -209,6 +213,8 @@ def same_keyword_answers(db, filters: list, ks=(3, 20)) -> int:
     stems search() passes); returns how many answers held exactly k hits, so that the comparison
     is not one of empty answers. search() itself, passages included, on the first queries."""
     full = 0
+    warm._cache.clear()
+    warm._passages.clear()
     with session(db) as con:
         postings = warm_keyword.postings_for(con)
         for n, query in enumerate(keyword_queries()):
@@ -226,6 +232,8 @@ def same_keyword_answers(db, filters: list, ks=(3, 20)) -> int:
                             in_sql = search(con, query, k=k, mode="keyword", filters=f, per_doc=per_doc, in_memory=False)
                             same_answer(in_memory.hits, in_sql.hits)
         assert warm_keyword._cache, "the session's keyword searches were answered from memory"
+        # Their passages too, without loading the vectors.
+        assert warm._passages and not warm._cache
     return full
 
 
