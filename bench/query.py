@@ -269,7 +269,7 @@ def main() -> None:
     print("hybrid: warm_hybrid.py, both sides' candidates fused as hybrid_search.sql does); sql: the same session, via the mode's")
     print("query; reopen: each query opens and closes the file (SQL); cold: a new `newsindex search` process, as a")
     print("user runs it; mem cpu / sql cpu: CPU ms of this process (all threads) for memory / sql, medians;")
-    print("load s: reading the vectors / the postings into memory\n")
+    print("load s: reading the passages / the vectors / the postings into memory\n")
     header = f"{'warehouse':>16} {'mode':>9} {'filter':>6} {'memory':>8} {'sql':>8} {'reopen':>8} {'cold':>8} {'mem cpu':>8} {'sql cpu':>8}"
     print(header)
     print("-" * len(header))
@@ -280,6 +280,9 @@ def main() -> None:
     cases = [(mode, filtered) for mode in args.modes for filtered in (False, True)]
     for name, db in targets:
         with session(db) as con:
+            started, rss = time.perf_counter(), resident_bytes()
+            store = warm_module.passages_for(con)
+            passages_load, passages_rss = time.perf_counter() - started, resident_bytes() - rss
             started = time.perf_counter()
             if "semantic" in args.modes:
                 search(con, QUERY, mode="semantic")
@@ -293,6 +296,7 @@ def main() -> None:
                 cpu[case] = (CPU.get((True, True)), CPU.get((True, False)))
         warm_module._cache.clear()  # free the matrix before the next warehouse
         warm_keyword._cache.clear()
+        warm_module._passages.clear()
         big = "1000000" in db.name  # no reopen at 1M: each one reads 1.5 GB of vectors into DuckDB again
         for mode, filtered in cases:
             m, w = in_session[mode, filtered]
@@ -301,6 +305,9 @@ def main() -> None:
             cells = [f"{v:8.1f}" if v is not None else f"{'':>8}" for v in (m, w, r)] + [f"{c:8.0f}" if c is not None else f"{'':>8}"]
             cells += [f"{v:8.1f}" if v is not None else f"{'':>8}" for v in cpu[mode, filtered]]
             print(f"{name:>16} {mode:>9} {'since' if filtered else '-':>6} {' '.join(cells)}", flush=True)
+        print(f"{name:>16} passages into memory: {passages_load:.1f} s, {store.texts.nbytes / 2**20:,.0f} MiB of text"
+              f" (resident set grew {passages_rss / 2**20:,.0f} MiB)", flush=True)
+        del store
         if "semantic" in args.modes:
             print(f"{name:>16} first warm query (reads the vectors into memory): {load:.1f} s", flush=True)
         if postings is not None:

@@ -28,7 +28,7 @@ from newsindex.articles import JSONL_SUFFIXES, ArticleError, derived_id_prefix, 
 from newsindex.config import ChunkSettings
 from newsindex.embedding import choose_runtime, int8_info, load_encoder, model_info
 from newsindex.flows import pipeline
-from newsindex.warehouse import connection, documents, keyword, runs
+from newsindex.warehouse import connection, documents, keyword, runs, vector_file
 
 # The on_progress of the run_ingest call under way, if any. A context variable, not a flow
 # parameter: Prefect sends a run's parameters to its API, and a callable is none. Prefect runs the
@@ -327,6 +327,17 @@ def refresh_search_index(db: str) -> bool:
     return rebuilt
 
 
+@task(cache_policy=NO_CACHE, persist_result=False)
+def refresh_vector_file(db: str) -> str:
+    """Rewrite the copy of the vectors that one-shot searches read (warehouse/vector_file.py), from
+    its own read-only connection: readers keep reading. A cache: a failure is logged, not raised."""
+    try:
+        return vector_file.write(db)
+    except (OSError, ValueError, connection.WarehouseError) as err:
+        get_run_logger().warning("vector file not written (one-shot searches scan the warehouse instead): %s", err)
+        return "failed"
+
+
 class OptionError(ValueError):
     """An ingest option out of its range (the CLI checks the same bounds before it gets here)."""
 
@@ -508,6 +519,7 @@ def _ingest(
         counts["removed"] += superseded
         _report("indexing")
         rebuilt = refresh_search_index(db_file)
+        copied = refresh_vector_file(db_file)
         status = "completed"
     finally:
         counts["failed"] = len(failures)
@@ -524,6 +536,7 @@ def _ingest(
         "precision": precision,
         "runtime": runtime,
         "search_index_rebuilt": rebuilt,
+        "vector_file": copied,
         "failures": [str(f) for f in failures],
         "warnings": planned.warnings,
         # (file or file:line, doc id) of what --prune removed; the first ones only, the count is "removed"

@@ -382,6 +382,14 @@ def load_sentence_transformer(info: ModelInfo):
     return model
 
 
+def prefetch_query_encoder(info: ModelInfo | None = None) -> None:
+    """Start loading query_encoder() in a background thread where its export is already made and
+    checked (else the search makes it, after its model check)."""
+    from newsindex.query_encoder import prefetch
+
+    prefetch(info or model_info())
+
+
 def query_encoder(info: ModelInfo | None = None) -> Encoder:
     """The encoder for queries (search, SQL's embed()): ONNX Runtime on the exact export, one
     thread, no torch import. Queries of an int8 warehouse are embedded exactly too: only the

@@ -7,6 +7,7 @@ fraction of that and gives torch's vectors to cosine 0.9999 (tests/test_query_en
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -36,10 +37,34 @@ class OnnxEncoder(BatchedEncoder):
         return self.session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]
 
 
-@lru_cache(maxsize=2)
+_loading = threading.Lock()
+
+
 def shared_query_encoder(model_dir: str, name: str) -> OnnxEncoder:
     """The exact export on one thread. Made here (with torch) only if no ingest on this machine
-    made it first, e.g. for a warehouse copied from elsewhere."""
+    made it first, e.g. for a warehouse copied from elsewhere. One load at a time: a search that
+    asks while prefetch() loads it waits for that load."""
+    with _loading:
+        return _shared_query_encoder(model_dir, name)
+
+
+def prefetch(info: ModelInfo) -> None:
+    """Load the encoder in a daemon thread (ONNX Runtime's session setup releases the GIL), only
+    where the export is ready: making one needs torch, and the search's model check first."""
+    from newsindex.onnx_export import checked_export
+
+    def load() -> None:
+        try:
+            if checked_export(info, "fp32") is not None:
+                shared_query_encoder(info.path, info.name)
+        except Exception:  # noqa: BLE001 - the search loads it again and reports what fails
+            pass
+
+    threading.Thread(target=load, name="newsindex-query-encoder", daemon=True).start()
+
+
+@lru_cache(maxsize=2)
+def _shared_query_encoder(model_dir: str, name: str) -> OnnxEncoder:
     from newsindex.onnx_export import checked_export, ensure_export
 
     info = model_info(model_dir, name)

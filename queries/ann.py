@@ -30,7 +30,7 @@ import duckdb
 import faiss
 import numpy as np
 
-from newsindex.warehouse import connection
+from newsindex.warehouse import connection, documents
 
 
 NPROBE = 32
@@ -40,8 +40,6 @@ _NO_DATE = np.iinfo(np.int32).min
 # Written into meta.json: a cache left by another layout (the NumPy IVF before faiss) is rebuilt.
 FORMAT = "faiss-ivfflat-1"
 _EPOCH = dt.date(1970, 1, 1)
-# What ingestion changes when it adds, replaces or prunes documents; cheap to read on every open.
-_STATE_SQL = "SELECT (SELECT count(*) FROM chunks), (SELECT count(*) FROM documents), (SELECT max(updated_at) FROM documents)::VARCHAR"
 
 
 @dataclass
@@ -73,7 +71,7 @@ def index_dir(db: Path) -> Path:
 
 
 def warehouse_state(con: duckdb.DuckDBPyConnection) -> list:
-    return list(con.execute(_STATE_SQL).fetchone())
+    return list(documents.warehouse_state(con))
 
 
 # The last index opened, kept for the next query (a warm session): loading costs more than a query.

@@ -13,7 +13,7 @@
 -- param: vector text = null  The query's embedding as a list literal; `newsindex query` fills it in from query
 -- param: stems text = null  The Porter stems of the query's words (a list); `newsindex search` fills it in, else the words are looked up among those seen at ingest
 -- param: semantic_best text = null  Warm sessions only (queries/warm_hybrid.py): JSON [{doc_id, score}], each candidate article's best passage score, instead of the semantic scan
--- param: semantic_passages text = null  Warm sessions only: JSON [{chunk_id, doc_id, score}], the semantic scores of every passage of the candidate articles
+-- param: semantic_passages text = null  Warm and one-shot searches: JSON [{chunk_id, doc_id, score}], the semantic scores of every passage of some candidate articles (those of any other winner are computed here)
 -- param: keyword_passages text = null  Warm sessions only: JSON [{chunk_id, doc_id, score}], the BM25 passages of the candidate articles, instead of bm25_chunks
 -- Fusion (Bruch, Gai and Ingber, TOIS 2023): each side ranks articles by their best passage; each
 -- side's scores are min-max normalised over its top `depth` articles (an article the side did not
@@ -115,15 +115,18 @@ fused AS (
 top AS (
     SELECT * FROM fused ORDER BY score DESC, semantic_score DESC NULLS LAST, doc_id LIMIT $k
 ),
--- The winners' passages, semantic scores recomputed for these k articles only (cheaper than
--- keeping every chunk's score from the scan above).
-winner_passages AS (
-    SELECT c.chunk_id, c.doc_id, array_inner_product(c.embedding, CAST($vector AS FLOAT[{dim}])) AS score
-    FROM chunks c WHERE c.doc_id IN (SELECT doc_id FROM top) AND $semantic_passages IS NULL
-    UNION ALL
+-- The winners' passages with their semantic scores: those given, and for any other winner
+-- recomputed here for its passages only (cheaper than keeping every chunk's score from the scan
+-- above; no scan at all where every winner's passages are given).
+given_passages AS (
     SELECT p.chunk_id, p.doc_id, p.score
     FROM (SELECT unnest(CAST(CAST($semantic_passages AS JSON) AS STRUCT(chunk_id VARCHAR, doc_id VARCHAR, score FLOAT)[])) AS p)
-    WHERE p.doc_id IN (SELECT doc_id FROM top)
+),
+winner_passages AS (
+    SELECT c.chunk_id, c.doc_id, array_inner_product(c.embedding, CAST($vector AS FLOAT[{dim}])) AS score
+    FROM chunks c WHERE c.doc_id IN (SELECT doc_id FROM top EXCEPT SELECT doc_id FROM given_passages)
+    UNION ALL
+    SELECT chunk_id, doc_id, score FROM given_passages WHERE doc_id IN (SELECT doc_id FROM top)
 ),
 -- The best-answering passage of each winner: its highest fused score, passage by passage.
 best_passage AS (

@@ -26,6 +26,7 @@ import numpy as np
 from newsindex import config
 from newsindex.queries import named
 from newsindex.queries.modes import MODES as REGISTRY
+from newsindex.queries import session as sessions
 from newsindex.queries.session import ModelMismatch, current_model_check, session
 from newsindex.warehouse import documents
 from newsindex.warehouse import keyword as keyword_index
@@ -136,24 +137,39 @@ def search(
         # Enough candidates on each side for k fused articles.
         params["depth"] = max(100, 10 * k)
         params.update(fusion or {})
+    if spec.embeds and not isinstance(db, duckdb.DuckDBPyConnection):
+        # A one-shot search: the encoder loads (~0.3 s, outside the GIL) while the file opens.
+        from newsindex.embedding import prefetch_query_encoder
+
+        prefetch_query_encoder()
     with _connection(db, keyword=spec.keyword) as con:
         if spec.embeds:
             problem = _model_problem(con, db)
             if problem:
                 raise ModelMismatch(problem)
-            # Only after the check: a model that did not make these vectors may not even load (no
-            # export of it yet, weights torch cannot read), and its vector could not be compared.
-            vector = embed_query(query)
-            params["vector"] = vector_literal(vector)
         if spec.keyword and not _index_current(con, db):
             result.warnings.append("the keyword index is older than the stored chunks; run `newsindex ingest` to rebuild it")
         if mode != "semantic" and _has_stem(con):
             params["stems"] = query_stems(con, query)
         if in_memory is None:
             in_memory = isinstance(db, duckdb.DuckDBPyConnection)
+        cold = None if in_memory or ann or not spec.embeds or isinstance(db, duckdb.DuckDBPyConnection) else _vector_file(con, db)
+        if spec.embeds:
+            # Only after the check: a model that did not make these vectors may not even load (no
+            # export of it yet, weights torch cannot read), and its vector could not be compared.
+            vector = embed_query(query)
+            params["vector"] = vector_literal(vector)
         records = None
         if ann:
             records = _ann_search(con, db, vector, k, filters, _store(con, preloaded) if in_memory else None)
+        elif mode == "semantic" and cold is not None:
+            records = _warm_search(con, vector, k, filters, per_doc, (cold, None, None))
+        elif cold is not None:
+            # The semantic side from the vector file, and its articles' passages (most winners are
+            # among them); the SQL then skips its scans and does the rest.
+            best = _semantic_best(con, cold, vector, int(params["depth"]), filters)
+            params["semantic_best"] = json.dumps(best)
+            params["semantic_passages"] = json.dumps(_article_passages(cold, vector, {b["doc_id"] for b in best}))
         elif mode == "semantic" and in_memory:
             records = _warm_search(con, vector, k, filters, per_doc, preloaded)
         elif mode == "keyword" and in_memory:
@@ -187,6 +203,8 @@ def _has_stem(con: duckdb.DuckDBPyConnection) -> bool:
     # duckdb_extensions() would list the extension folder, which a locked session may not read.
     # Kept per connection: listing duckdb_functions() costs more than a warm keyword search, and a
     # session's extensions are loaded when it opens.
+    if con not in _stem_loaded and con in sessions.checked:
+        _stem_loaded[con] = sessions.checked[con]["fts"]
     if con not in _stem_loaded:
         _stem_loaded[con] = bool(con.execute("SELECT count(*) FROM duckdb_functions() WHERE function_name = 'stem'").fetchone()[0])
     return _stem_loaded[con]
@@ -214,7 +232,9 @@ _model_checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def _model_problem(con: duckdb.DuckDBPyConnection, db) -> str | None:
     if not isinstance(db, duckdb.DuckDBPyConnection):
-        return current_model_check(con, config.db_path(db))
+        # A one-shot search's own session(db), which checked as it opened.
+        found = sessions.checked.get(con)
+        return found["model_problem"] if found is not None else current_model_check(con, config.db_path(db))
     if con not in _model_checked:
         _model_checked[con] = current_model_check(con)
     return _model_checked[con]
@@ -263,6 +283,32 @@ def _warm_hybrid(
     bound = statement.bind({name: value for name, value in params.items() if name in declared or name in (fusion or {})})
     return warm_hybrid.search(con, vectors, postings, _store(con, preloaded), params["query"], vector, params.get("stems"), k, bound,
                               **filters.params())  # fmt: skip
+
+
+def _vector_file(con: duckdb.DuckDBPyConnection, db):
+    """The warehouse's vectors as a warm.WarmVectors over the memory-mapped vector file
+    (warehouse/vector_file.py), for a one-shot search; None where there is no current one."""
+    from newsindex.queries import warm
+    from newsindex.warehouse import vector_file
+
+    state = warm.warehouse_state(con)
+    found = vector_file.open_current(con, config.db_path(db), state)
+    if found is None:
+        return None
+    return warm.WarmVectors(state, found.matrix, found.chunk_ids, found.doc_index, found.day, found.doc_ids, found.by_doc, found.doc_start)
+
+
+def _semantic_best(con: duckdb.DuckDBPyConnection, vectors, vector: np.ndarray, depth: int, filters: Filters) -> list[dict]:
+    from newsindex.queries import warm, warm_hybrid
+
+    allowed = warm.allowed_rows(con, vectors, filters.since, filters.until, filters.source, filters.doc)
+    return warm_hybrid.semantic_best(vectors, vector, depth, allowed)
+
+
+def _article_passages(vectors, vector: np.ndarray, doc_ids: set[str]) -> list[dict]:
+    from newsindex.queries import warm_hybrid
+
+    return warm_hybrid.article_passages(vectors, vector, doc_ids)
 
 
 def _store(con: duckdb.DuckDBPyConnection, preloaded: tuple | None):

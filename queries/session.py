@@ -8,6 +8,7 @@ and nothing else.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,6 +58,11 @@ def current_model_check(con: duckdb.DuckDBPyConnection, db: str | Path | None = 
     )
 
 
+# What session() found out while opening each connection: whether fts is loaded, and the model
+# check's answer (a read-only session keeps writers out, so neither can change while it is open).
+checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 @contextmanager
 def session(
     db: str | Path | None = None, *, keyword: bool = True, memory_limit: str | None = None
@@ -69,7 +75,9 @@ def session(
     with connection.opened(path, read_only=True, wait=READ_WAIT_SECONDS) as con:
         if keyword:
             connection.load_extension(con, "fts")
-        _register_embed(con, current_model_check(con, path))
+        problem = current_model_check(con, path)
+        checked[con] = {"fts": keyword, "model_problem": problem}
+        _register_embed(con, problem)
         if memory_limit:
             con.execute("SET memory_limit = ?", [memory_limit])
             con.execute("SET temp_directory = ''")

@@ -37,13 +37,10 @@ import duckdb
 import numpy as np
 
 from newsindex.queries import named
+from newsindex.warehouse.documents import warehouse_state  # noqa: F401 (warm.warehouse_state)
 
 _NO_DATE = np.iinfo(np.int32).min
 _EPOCH = dt.date(1970, 1, 1)
-_STATE_SQL = (
-    "SELECT (SELECT count(*) FROM chunks), (SELECT count(*) FROM documents),"
-    " (SELECT max(updated_at) FROM documents)::VARCHAR"
-)
 
 
 @dataclass
@@ -88,10 +85,6 @@ _cache: dict[Path, WarmVectors] = {}
 _checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _passages: dict[Path, WarmPassages] = {}
 _passages_checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def warehouse_state(con: duckdb.DuckDBPyConnection) -> tuple:
-    return tuple(con.execute(_STATE_SQL).fetchone())
 
 
 def database_path(con: duckdb.DuckDBPyConnection) -> Path | None:

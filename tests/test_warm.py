@@ -416,3 +416,64 @@ def test_the_float16_copy_only_chooses_candidates_and_the_answer_stays_exact(tmp
                 by_doc = lambda found: sorted((s["doc_id"], s["score"]) for s in found)  # noqa: E731
                 assert by_doc(warm_hybrid.semantic_best(coarse, query, depth, allowed)) == by_doc(warm_hybrid.semantic_best(plain, query, depth, allowed))
     assert compared == len(queries) * 2 * 2 * 2
+
+
+# --- the vector file: one-shot searches --------------------------------------------------------
+
+
+def test_one_shot_searches_from_the_vector_file_equal_the_sql_scan(search_db, tmp_path, monkeypatch):
+    """A one-shot search (a path, as the CLI runs it) reads the semantic side from the memory-mapped
+    vector file where one is current: the answers of the SQL's own scans, for every filter."""
+    from newsindex.warehouse import vector_file
+
+    db = tmp_path / "copy.duckdb"
+    shutil.copy(search_db, db)
+    assert vector_file.write(db) == "removed"  # a small warehouse gets none
+    monkeypatch.setattr(vector_file, "VECTOR_FILE_FROM", 1)
+    assert vector_file.write(db) == "written" and vector_file.write(db) == "current"
+    used = []
+    opened = searching._vector_file
+    monkeypatch.setattr(searching, "_vector_file", lambda con, path: used.append(opened(con, path)) or used[-1])
+    seed = doc_id_of(db, SEED_FILE.stem)
+    filters = [None, Filters(since=dt.date(2024, 6, 1)), Filters(source="*/corpus/*", until=dt.date(2025, 6, 1)), Filters(doc=seed),
+               Filters(since=dt.date(2030, 1, 1))]  # fmt: skip
+    full = 0
+    for query in [*QUERIES, *labelled_queries(EVAL_SET)[:6]]:
+        for f in filters:
+            for mode, per_doc in (("hybrid", False), ("semantic", False), ("semantic", True)):
+                cold = search(db, query, k=5, mode=mode, filters=f, per_doc=per_doc)
+                with session(db) as con:
+                    scanned = search(con, query, k=5, mode=mode, filters=f, per_doc=per_doc, in_memory=False)
+                (same_hybrid_answer if mode == "hybrid" else same_answer)(cold.hits, scanned.hits)
+                full += len(cold.hits) == 5
+    assert full > 40 and used and all(v is not None for v in used)
+
+
+def test_a_stale_or_damaged_vector_file_is_not_read_and_the_flow_rewrites_it(search_db, prefect_server, tmp_path, monkeypatch):
+    from newsindex import Index
+    from newsindex.warehouse import vector_file
+
+    db = tmp_path / "copy.duckdb"
+    shutil.copy(search_db, db)
+    monkeypatch.setattr(vector_file, "VECTOR_FILE_FROM", 1)
+    assert vector_file.write(db) == "written"
+    (old,) = vector_file.folder(db).iterdir()
+    article = write(tmp_path / "news" / "ferry.md", "---\ntitle: Ferry Quorvath returns\ndate: 2025-05-05\n---\n"
+                    "The Quorvath ferry is back in service after its engine was repaired.\n")  # fmt: skip
+    with Index(db) as index:
+        summary = index.ingest([article.parent])
+    assert summary["vector_file"] == "written"
+    (new,) = vector_file.folder(db).iterdir()  # the old state's folder is gone
+    assert new.name != old.name
+    assert "Quorvath" in search(db, "Quorvath ferry", k=1, mode="hybrid").hits[0].text
+    with session(db) as con:
+        assert vector_file.open_current(con, db) is not None
+        # A folder whose meta names another state, or that lost a file, is passed over.
+        meta = json.loads((new / "meta.json").read_text())
+        (new / "meta.json").write_text(json.dumps({**meta, "state": [0, 0, None]}))
+        assert vector_file.open_current(con, db) is None
+        (new / "meta.json").write_text(json.dumps(meta))
+        (new / "doc_start.npy").unlink()
+        assert vector_file.open_current(con, db) is None
+    assert vector_file.write(db) == "written"
+    assert search(db, "Quorvath ferry", k=1, mode="semantic").hits[0].title == "Ferry Quorvath returns"

@@ -19,6 +19,18 @@ from newsindex.warehouse.connection import ConstraintViolated, WarehouseError, t
 # --- models -------------------------------------------------------------------------------------
 
 
+_STATE_SQL = (
+    "SELECT (SELECT count(*) FROM chunks), (SELECT count(*) FROM documents),"
+    " (SELECT max(updated_at) FROM documents)::VARCHAR"
+)
+
+
+def warehouse_state(con: duckdb.DuckDBPyConnection) -> tuple:
+    """(chunks, documents, newest updated_at): what every write (replace, add, prune) changes, so
+    the caches of the warehouse (warm search, the vector file, the approximate index) key on it."""
+    return tuple(con.execute(_STATE_SQL).fetchone())
+
+
 def stored_models(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, int]]:
     """(fingerprint, name, dim) of every model that has vectors in the warehouse."""
     # EXISTS stops at the first chunk of each model instead of scanning every chunk.

@@ -54,6 +54,11 @@ def _date_range(since, until) -> None:
 @domain_errors
 def search(query, k, mode, since, until, source, doc, per_doc, ann, db, as_json, as_csv) -> None:
     """Find passages that answer QUERY: semantic, keyword (BM25) or hybrid (both, fused)."""
+    if SEARCH_MODES[mode].embeds:
+        # Before the imports below (~0.2 s), which the encoder's load then overlaps.
+        from newsindex.embedding import prefetch_query_encoder
+
+        prefetch_query_encoder()
     from newsindex.queries.search import Filters, Hit, search as run_search
 
     _exit_on_ctrl_c()
