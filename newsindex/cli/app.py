@@ -51,6 +51,9 @@ def main() -> None:
         sys.stdout.flush()
     except BrokenPipeError:
         _quiet_broken_pipe()
+    if common.exit_fast and not (isinstance(code, int) and code):
+        sys.stderr.flush()
+        os._exit(0)
     if isinstance(code, int) and code:  # --help/--version and ctx.exit(n) return their status here
         sys.exit(code)
 

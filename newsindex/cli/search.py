@@ -9,6 +9,7 @@ import os
 import click
 
 from newsindex import config
+from newsindex.cli import common
 from newsindex.cli.app import cli
 from newsindex.cli.common import CLIError, _bounded, _exit_on_ctrl_c, db_option, domain_errors, with_output
 from newsindex.cli.output import _emit_records, _printable, _table
@@ -72,8 +73,9 @@ def search(query, k, mode, since, until, source, doc, per_doc, ann, db, as_json,
         click.echo(f"Warning: {warning}", err=True)
     if as_json or as_csv:
         _emit_records(list(Hit.__dataclass_fields__), [hit.as_json() for hit in result.hits], as_json, as_csv)
-        return
-    _print_hits(result)
+    else:
+        _print_hits(result)
+    common.exit_fast = True
 
 
 def _print_hits(result) -> None:
