@@ -33,4 +33,4 @@ lock:
 	{ sed -n '1,2p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu/torch==\1/'; } > constraints.new && mv constraints.new constraints.txt
 
 clean:
-	rm -rf $(VENV) warehouse/*.duckdb warehouse/*.duckdb.wal
+	rm -rf $(VENV) warehouse/*.duckdb warehouse/*.duckdb.wal warehouse/*.duckdb.vectors warehouse/*.duckdb.ann

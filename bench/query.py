@@ -248,6 +248,13 @@ def main() -> None:
     targets += [(f"{n:,} chunks", OUT / f"query-{n}.duckdb") for n in args.sizes]
     for name, db in targets:
         seed_warehouse(db) if name == "seed" else build(db, int(name.split()[0].replace(",", "")))
+    # What an ingest leaves beside a warehouse for one-shot searches (from VECTOR_FILE_FROM chunks).
+    from newsindex.warehouse import vector_file
+
+    copies = []
+    for name, db in targets:
+        started = time.perf_counter()
+        copies.append(f"{name}: {vector_file.write(db)} in {time.perf_counter() - started:.1f} s")
 
     started = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import sentence_transformers"], check=True, capture_output=True)
@@ -258,7 +265,8 @@ def main() -> None:
     if hasattr(os, "getloadavg"):
         print(f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"query {QUERY!r}, top 10; filtered = published since {SINCE}; medians in ms")
-    print(f"a new process that only imports sentence-transformers: {naive_import:,.0f} ms\n")
+    print(f"a new process that only imports sentence-transformers: {naive_import:,.0f} ms")
+    print(f"vector file (warehouse/vector_file.py, from {vector_file.VECTOR_FILE_FROM:,} chunks): {'; '.join(copies)}\n")
     if args.ann:
         print(f"--ann: open s ({'build + load' if args.rebuild_ann else 'load from disk'}), index lookup ms, whole search() ms"
               " (embedding + lookup + text fetch), recall@10 vs exact over 50 queries near stored passages")

@@ -49,8 +49,10 @@ def shared_query_encoder(model_dir: str, name: str) -> OnnxEncoder:
 
 
 def prefetch(info: ModelInfo) -> None:
-    """Load the encoder in a daemon thread (ONNX Runtime's session setup releases the GIL), only
-    where the export is ready: making one needs torch, and the search's model check first."""
+    """Load the encoder in a thread (ONNX Runtime's session setup releases the GIL), only where the
+    export is ready: making one needs torch, and the search's model check first. Not a daemon: a
+    process that exits first (an error) waits for it, as ONNX Runtime aborts the process if the
+    interpreter ends under a session being set up."""
     from newsindex.onnx_export import checked_export
 
     def load() -> None:
@@ -60,7 +62,7 @@ def prefetch(info: ModelInfo) -> None:
         except Exception:  # noqa: BLE001 - the search loads it again and reports what fails
             pass
 
-    threading.Thread(target=load, name="newsindex-query-encoder", daemon=True).start()
+    threading.Thread(target=load, name="newsindex-query-encoder").start()
 
 
 @lru_cache(maxsize=2)
