@@ -127,7 +127,7 @@ def timed_holds():
     return holds
 
 
-def run_once(size: int, articles: Path, work: Path) -> dict:
+def run_once(size: int, articles: Path, work: Path, vector_file: bool = False) -> dict:
     from newsindex.flows.ingest import ingest
 
     db = work / f"run-{size}.duckdb"
@@ -149,7 +149,7 @@ def run_once(size: int, articles: Path, work: Path) -> dict:
     holds = timed_holds()
     try:
         started = time.perf_counter()
-        summary = ingest(paths=[str(articles)], db=str(db))
+        summary = ingest(paths=[str(articles)], db=str(db), vector_file=vector_file)
         total = time.perf_counter() - started
     finally:
         stop.touch()  # the reader ends with the run, also a failed one
@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None, server: bool = True) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[0, 200_000, 1_000_000])
     parser.add_argument("--articles", type=int, default=10)
+    parser.add_argument("--vector-file", action="store_true", help="Runs as `ingest --vector-file` (rewrite the vector file)")
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     work = OUT / "incremental-runs"
@@ -182,9 +183,9 @@ def main(argv: list[str] | None = None, server: bool = True) -> None:
         from ingest import prefect_server
 
         with prefect_server():
-            rows = [run_once(size, articles, work) for size in args.sizes]
+            rows = [run_once(size, articles, work, args.vector_file) for size in args.sizes]
     else:
-        rows = [run_once(size, articles, work) for size in args.sizes]
+        rows = [run_once(size, articles, work, args.vector_file) for size in args.sizes]
     print(f"\n{args.articles} new articles per run; seconds; lock-out = longest wait of a reader's read-only open")
     header = f"{'warehouse chunks':>16} {'total':>7} {'encode':>7} {'write':>7} {'index':>7} {'vectors':>7} {'lock-out':>8} {'opens':>6}"
     print(header)

@@ -240,6 +240,8 @@ def main() -> None:
     parser.add_argument("--ann", type=int, nargs="*", default=[200_000, 1_000_000], help="Sizes to measure --ann on (latency, recall)")
     parser.add_argument("--rebuild-ann", action="store_true", help="Build the --ann indexes afresh and time it (minutes at 1M)")
     parser.add_argument("--cold", type=int, nargs="*", default=[100_000, 1_000_000], help="Sizes (besides the seed) to time cold CLI runs on")
+    parser.add_argument("--vector-file", type=int, nargs="*", default=[1_000_000],
+                        help="Sizes whose cold searches read a vector file, as after `ingest --vector-file` (others: none)")
     parser.add_argument("--modes", nargs="+", choices=["semantic", "keyword", "hybrid"], default=["semantic", "keyword", "hybrid"])
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -248,13 +250,15 @@ def main() -> None:
     targets += [(f"{n:,} chunks", OUT / f"query-{n}.duckdb") for n in args.sizes]
     for name, db in targets:
         seed_warehouse(db) if name == "seed" else build(db, int(name.split()[0].replace(",", "")))
-    # What an ingest leaves beside a warehouse for one-shot searches (from VECTOR_FILE_FROM chunks).
+    # What `ingest --vector-file` leaves beside a warehouse for one-shot searches, or removes.
     from newsindex.warehouse import vector_file
 
     copies = []
     for name, db in targets:
         started = time.perf_counter()
-        copies.append(f"{name}: {vector_file.write(db)} in {time.perf_counter() - started:.1f} s")
+        chunks = 0 if name == "seed" else int(name.split()[0].replace(",", ""))
+        status = vector_file.write(db) if chunks in args.vector_file else vector_file.remove(db)
+        copies.append(f"{name}: {status} in {time.perf_counter() - started:.1f} s")
 
     started = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import sentence_transformers"], check=True, capture_output=True)
@@ -266,7 +270,7 @@ def main() -> None:
         print(f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"query {QUERY!r}, top 10; filtered = published since {SINCE}; medians in ms")
     print(f"a new process that only imports sentence-transformers: {naive_import:,.0f} ms")
-    print(f"vector file (warehouse/vector_file.py, from {vector_file.VECTOR_FILE_FROM:,} chunks): {'; '.join(copies)}\n")
+    print(f"vector file (warehouse/vector_file.py, `ingest --vector-file`; cold searches read it): {'; '.join(copies)}\n")
     if args.ann:
         print(f"--ann: open s ({'build + load' if args.rebuild_ann else 'load from disk'}), index lookup ms, whole search() ms"
               " (embedding + lookup + text fetch), recall@10 vs exact over 50 queries near stored passages")

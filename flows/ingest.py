@@ -328,11 +328,12 @@ def refresh_search_index(db: str) -> bool:
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
-def refresh_vector_file(db: str) -> str:
-    """Rewrite the copy of the vectors that one-shot searches read (warehouse/vector_file.py), from
-    its own read-only connection: readers keep reading. A cache: a failure is logged, not raised."""
+def refresh_vector_file(db: str, keep: bool) -> str:
+    """With `keep`, rewrite the copy of the vectors that one-shot searches read
+    (warehouse/vector_file.py), from its own read-only connection: readers keep reading. Without,
+    remove any copy (this run's writes made it stale). A cache: a failure is logged, not raised."""
     try:
-        return vector_file.write(db)
+        return vector_file.write(db) if keep else vector_file.remove(db)
     except (OSError, ValueError, connection.WarehouseError) as err:
         get_run_logger().warning("vector file not written (one-shot searches scan the warehouse instead): %s", err)
         return "failed"
@@ -390,6 +391,7 @@ def ingest(
     workers: int = 0,
     dask_address: str | None = None,
     precision: str = "exact",
+    vector_file: bool = False,
 ) -> dict:
     """Ingest article files into the warehouse; returns the run summary.
 
@@ -400,7 +402,8 @@ def ingest(
     in which no files were found, or that would lose more than half of its documents, keeps them
     all (one failure line says so) unless `allow_mass_prune`. With `workers` (a local Dask cluster
     of that many processes) or `dask_address` (a running scheduler) the parts are encoded on the
-    cluster and this process writes them (flows/distributed.py)."""
+    cluster and this process writes them (flows/distributed.py). With `vector_file` the run then
+    rewrites the copy of the vectors that one-shot searches read (warehouse/vector_file.py)."""
     config.offline_env()
     check_options(max_tokens, overlap_sentences, wait, batch_chars, part_chars)
     paths = [str(p) for p in (paths or [config.DEFAULT_SEEDS])]
@@ -409,7 +412,8 @@ def ingest(
     if cluster:
         cluster.check()
     with connection.ingest_lock(db_file, wait):
-        return _ingest(paths, db_file, prune, max_tokens, overlap_sentences, batch_chars, part_chars, allow_mass_prune, cluster, precision)
+        return _ingest(paths, db_file, prune, max_tokens, overlap_sentences, batch_chars, part_chars, allow_mass_prune, cluster, precision,
+                       vector_file)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -436,6 +440,7 @@ class Cluster:
 def _ingest(
     paths: list[str], db_file: str, prune: bool, max_tokens: int, overlap_sentences: int, batch_chars: int,
     part_chars: int, allow_mass_prune: bool = False, cluster: Cluster | None = None, precision: str = "exact",
+    keep_vector_file: bool = False,
 ) -> dict:
     logger = get_run_logger()
     started = time.perf_counter()
@@ -519,7 +524,7 @@ def _ingest(
         counts["removed"] += superseded
         _report("indexing")
         rebuilt = refresh_search_index(db_file)
-        copied = refresh_vector_file(db_file)
+        copied = refresh_vector_file(db_file, keep_vector_file)
         status = "completed"
     finally:
         counts["failed"] = len(failures)

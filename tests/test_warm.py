@@ -428,8 +428,6 @@ def test_one_shot_searches_from_the_vector_file_equal_the_sql_scan(search_db, tm
 
     db = tmp_path / "copy.duckdb"
     shutil.copy(search_db, db)
-    assert vector_file.write(db) == "removed"  # a small warehouse gets none
-    monkeypatch.setattr(vector_file, "VECTOR_FILE_FROM", 1)
     assert vector_file.write(db) == "written" and vector_file.write(db) == "current"
     used = []
     opened = searching._vector_file
@@ -449,19 +447,19 @@ def test_one_shot_searches_from_the_vector_file_equal_the_sql_scan(search_db, tm
     assert full > 40 and used and all(v is not None for v in used)
 
 
-def test_a_stale_or_damaged_vector_file_is_not_read_and_the_flow_rewrites_it(search_db, prefect_server, tmp_path, monkeypatch):
+def test_a_stale_or_damaged_vector_file_is_not_read_and_the_flow_rewrites_it(search_db, prefect_server, tmp_path):
+    """An ingest asked for the vector file rewrites it for the new state; one not asked removes it."""
     from newsindex import Index
     from newsindex.warehouse import vector_file
 
     db = tmp_path / "copy.duckdb"
     shutil.copy(search_db, db)
-    monkeypatch.setattr(vector_file, "VECTOR_FILE_FROM", 1)
     assert vector_file.write(db) == "written"
     (old,) = vector_file.folder(db).iterdir()
     article = write(tmp_path / "news" / "ferry.md", "---\ntitle: Ferry Quorvath returns\ndate: 2025-05-05\n---\n"
                     "The Quorvath ferry is back in service after its engine was repaired.\n")  # fmt: skip
     with Index(db) as index:
-        summary = index.ingest([article.parent])
+        summary = index.ingest([article.parent], vector_file=True)
     assert summary["vector_file"] == "written"
     (new,) = vector_file.folder(db).iterdir()  # the old state's folder is gone
     assert new.name != old.name
@@ -477,3 +475,8 @@ def test_a_stale_or_damaged_vector_file_is_not_read_and_the_flow_rewrites_it(sea
         assert vector_file.open_current(con, db) is None
     assert vector_file.write(db) == "written"
     assert search(db, "Quorvath ferry", k=1, mode="semantic").hits[0].title == "Ferry Quorvath returns"
+    later = write(tmp_path / "later" / "dam.md", "---\ntitle: Dam Velqorin inspected\ndate: 2025-05-06\n---\nThe Velqorin dam passed.\n")
+    with Index(db) as index:
+        assert index.ingest([later.parent])["vector_file"] == "removed"
+    assert not vector_file.folder(db).exists()
+    assert search(db, "Velqorin dam", k=1, mode="hybrid").hits[0].title == "Dam Velqorin inspected"

@@ -9,14 +9,16 @@ BLAS product: the exact scores again, without DuckDB's copy.
 The copy is a cache; the warehouse stays the source of truth. It lives in `<warehouse>.vectors/`,
 one folder per warehouse state (the chunk and document counts and the newest `updated_at`, which
 every write changes, as for the warm caches), named by a hash of that state. A reader uses the
-folder of the state it sees, or scans in DuckDB where there is none. The ingest flow writes the
-folder after its writes, from VECTOR_FILE_FROM chunks, with a read-only connection (readers keep
-reading meanwhile), and removes older ones. A folder appears whole or not at all: it is written
-under a temporary name and renamed. A crash between a write and the copy leaves the old folder,
-which no reader takes for the new state; the next run writes the new one.
+folder of the state it sees, or scans in DuckDB where there is none. An ingest run asked for it
+(`--vector-file`) writes the folder after its writes, with a read-only connection (readers keep
+reading meanwhile), and removes older ones; a run not asked removes any folder. A folder appears
+whole or not at all: it is written under a temporary name and renamed. A crash between a write
+and the copy leaves the old folder, which no reader takes for the new state; the next run writes
+the new one.
 
-Each run rewrites the whole copy (about 2 s at 1M chunks, bench/RESULTS.md): appending only the
-changed chunks is not done.
+Opt-in, because each run rewrites the whole copy: 1.5 GB and 16 s at 1M chunks on the machine of
+bench/RESULTS.md, against ~2 s for the run's own work. Appending only the changed chunks (with a
+full rewrite when replaced or removed ones pile up) is not done.
 """
 
 from __future__ import annotations
@@ -34,9 +36,6 @@ import numpy as np
 from newsindex.warehouse.documents import warehouse_state
 
 FORMAT = "vectors-1"
-# Below this many chunks DuckDB's own scan answers a cold search in well under a second, and the
-# copy would only cost each ingest its write.
-VECTOR_FILE_FROM = 500_000
 _NO_DATE = np.iinfo(np.int32).min
 # Every chunk with its article's position in doc_id order and its day: as queries/search_vectors.sql.
 _ROWS_SQL = """
@@ -85,9 +84,18 @@ def open_current(con: duckdb.DuckDBPyConnection, db: Path, state: tuple | None =
     return found if len(found.matrix) == len(found.chunk_ids) == state[0] else None
 
 
+def remove(db: str | Path) -> str:
+    """Remove the copy: 'removed', or 'none' where there was none."""
+    here = folder(Path(db))
+    if not here.exists():
+        return "none"
+    shutil.rmtree(here, ignore_errors=True)
+    return "removed"
+
+
 def write(db: str | Path, wait: float = 0.0) -> str:
-    """Bring the copy up to date with the warehouse: 'current', 'written', 'removed' (too few
-    chunks for one to pay) or 'skipped' (the warehouse is held by a writer)."""
+    """Bring the copy up to date with the warehouse: 'current', 'written' or 'skipped' (the
+    warehouse is held by a writer)."""
     from newsindex.warehouse import connection
 
     db = Path(db)
@@ -98,9 +106,6 @@ def write(db: str | Path, wait: float = 0.0) -> str:
     with con:
         con.execute("SET enable_progress_bar = false")  # a flow's log, not a terminal
         state = warehouse_state(con)
-        if state[0] < VECTOR_FILE_FROM:
-            shutil.rmtree(folder(db), ignore_errors=True)
-            return "removed"
         if open_current(con, db, state) is not None:
             _remove_others(db, _name(state))
             return "current"
