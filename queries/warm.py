@@ -201,8 +201,11 @@ def exact_scores(
         if allowed is None:
             return None, vectors.matrix @ query, None
         rows = np.flatnonzero(allowed)
-        # Few rows pass: score only those; many: score all (one BLAS call) and keep the passing.
-        scores = vectors.matrix[rows] @ query if len(rows) < len(vectors.matrix) // 4 else (vectors.matrix @ query)[rows]
+        # Few rows pass: score only those; many: score all (one BLAS call) and keep the passing. A
+        # memory-mapped matrix (the vector file) is read in order: gathering scattered rows from it
+        # costs a page fault each, more than the whole product.
+        few = len(rows) < len(vectors.matrix) // (64 if isinstance(vectors.matrix, np.memmap) else 4)
+        scores = vectors.matrix[rows] @ query if few else (vectors.matrix @ query)[rows]
         return rows, scores, None
     import faiss
 
