@@ -181,7 +181,8 @@ def _coarse_index(matrix: np.ndarray) -> tuple[object | None, float]:
     chunks) or could not hold them (a component beyond float16's range)."""
     if len(matrix) < COARSE_FROM:
         return None, 0.0
-    peak = float(np.abs(matrix).max())
+    # Not np.abs(matrix).max(): its 1.5 GB temporary at 1M chunks cost 5.8 s here (page faults).
+    peak = max(float(matrix.max()), -float(matrix.min()))
     if not np.isfinite(peak) or peak > 6e4:
         return None, 0.0
     import faiss  # here: a small warehouse's session never pays for the import
