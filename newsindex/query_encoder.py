@@ -38,6 +38,7 @@ class OnnxEncoder(BatchedEncoder):
 
 
 _loading = threading.Lock()
+_prefetched: set[tuple[str, str]] = set()  # (model_dir, name) whose load prefetch() has started
 
 
 def shared_query_encoder(model_dir: str, name: str) -> OnnxEncoder:
@@ -54,6 +55,11 @@ def prefetch(info: ModelInfo) -> None:
     process that exits first (an error) waits for it, as ONNX Runtime aborts the process if the
     interpreter ends under a session being set up."""
     from newsindex.onnx_export import checked_export
+
+    # The CLI starts it before its imports and search() again for library callers: once is enough.
+    if (info.path, info.name) in _prefetched:
+        return
+    _prefetched.add((info.path, info.name))
 
     def load() -> None:
         try:

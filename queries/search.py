@@ -167,9 +167,11 @@ def search(
         elif cold is not None:
             # The semantic side from the vector file, and its articles' passages (most winners are
             # among them); the SQL then skips its scans and does the rest.
+            from newsindex.queries import warm_hybrid  # here: it imports this module
+
             best = _semantic_best(con, cold, vector, int(params["depth"]), filters)
             params["semantic_best"] = json.dumps(best)
-            params["semantic_passages"] = json.dumps(_article_passages(cold, vector, {b["doc_id"] for b in best}))
+            params["semantic_passages"] = json.dumps(warm_hybrid.article_passages(cold, vector, {b["doc_id"] for b in best}))
         elif mode == "semantic" and in_memory:
             records = _warm_search(con, vector, k, filters, per_doc, preloaded)
         elif mode == "keyword" and in_memory:
@@ -303,12 +305,6 @@ def _semantic_best(con: duckdb.DuckDBPyConnection, vectors, vector: np.ndarray, 
 
     allowed = warm.allowed_rows(con, vectors, filters.since, filters.until, filters.source, filters.doc)
     return warm_hybrid.semantic_best(vectors, vector, depth, allowed)
-
-
-def _article_passages(vectors, vector: np.ndarray, doc_ids: set[str]) -> list[dict]:
-    from newsindex.queries import warm_hybrid
-
-    return warm_hybrid.article_passages(vectors, vector, doc_ids)
 
 
 def _store(con: duckdb.DuckDBPyConnection, preloaded: tuple | None):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import duckdb
@@ -209,7 +208,7 @@ def search(
     passage) are search.py's Python twins of the SQL's: its regular expressions cost ~2.5 ms each
     to compile, per query. `params`: hybrid_search's parameters, bound."""
     semantic, keyword = sides(con, vectors, postings, query, vector, stems, int(params["depth"]), since, until, source, doc)
-    winners = fuse(con, query, k, params, semantic, keyword, lambda docs: article_passages(vectors, vector, docs), store)
+    winners = fuse(con, query, k, params, semantic, keyword, vectors, vector, store)
     texts = warm.passages(con, [w["chunk_id"] for w in winners], store)
     return [{**texts[w["chunk_id"]], **w} for w in winners if w["chunk_id"] in texts]
 
@@ -230,12 +229,12 @@ def _normalised(score, low, high, kind):
 
 def fuse(
     con: duckdb.DuckDBPyConnection, query: str, k: int, params: dict,
-    semantic: list[dict], keyword: list[dict], passages: list[dict] | Callable[[set[str]], list[dict]],
+    semantic: list[dict], keyword: list[dict], vectors: warm.WarmVectors, vector: np.ndarray,
     store: warm.WarmPassages | None = None,
 ) -> list[dict]:  # fmt: skip
     """The k winners of hybrid_search.sql given its candidates: {chunk_id (the best passage), score,
-    semantic_rank, semantic_score, keyword_rank, keyword_score}, best first. `passages`: the
-    candidates' passages, or a function giving those of the winning articles."""
+    semantic_rank, semantic_score, keyword_rank, keyword_score}, best first. The winners' passages
+    are scored from `vectors` (article_passages), as the SQL scores only theirs."""
     depth = int(params["depth"])
     sem = _ranked({s["doc_id"]: float(np.float32(s["score"])) for s in semantic}, depth)
     per_doc: dict[str, float] = {}
@@ -280,7 +279,7 @@ def fuse(
 
     keyword_of = {p["chunk_id"]: p["score"] for p in keyword}
     best: dict[str, tuple] = {}
-    for p in passages(set(top)) if callable(passages) else passages:
+    for p in article_passages(vectors, vector, set(top)):
         if p["doc_id"] not in top:
             continue
         s = float(np.float32(p["score"]))
