@@ -240,8 +240,8 @@ def main() -> None:
     parser.add_argument("--ann", type=int, nargs="*", default=[200_000, 1_000_000], help="Sizes to measure --ann on (latency, recall)")
     parser.add_argument("--rebuild-ann", action="store_true", help="Build the --ann indexes afresh and time it (minutes at 1M)")
     parser.add_argument("--cold", type=int, nargs="*", default=[100_000, 1_000_000], help="Sizes (besides the seed) to time cold CLI runs on")
-    parser.add_argument("--vector-file", type=int, nargs="*", default=[1_000_000],
-                        help="Sizes whose cold searches read a vector file, as after `ingest --vector-file` (others: none)")
+    parser.add_argument("--no-vector-file", type=int, nargs="*", default=[],
+                        help="Sizes whose cold searches find no vector file, as after `ingest --no-vector-file` (others: one, as after any ingest)")
     parser.add_argument("--modes", nargs="+", choices=["semantic", "keyword", "hybrid"], default=["semantic", "keyword", "hybrid"])
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -250,14 +250,14 @@ def main() -> None:
     targets += [(f"{n:,} chunks", OUT / f"query-{n}.duckdb") for n in args.sizes]
     for name, db in targets:
         seed_warehouse(db) if name == "seed" else build(db, int(name.split()[0].replace(",", "")))
-    # What `ingest --vector-file` leaves beside a warehouse for one-shot searches, or removes.
+    # What an ingest leaves beside a warehouse for one-shot searches (`--no-vector-file`: removes).
     from newsindex.warehouse import vector_file
 
     copies = []
     for name, db in targets:
         started = time.perf_counter()
         chunks = 0 if name == "seed" else int(name.split()[0].replace(",", ""))
-        status = vector_file.write(db) if chunks in args.vector_file else vector_file.remove(db)
+        status = vector_file.remove(db) if chunks in args.no_vector_file else vector_file.write(db)
         copies.append(f"{name}: {status} in {time.perf_counter() - started:.1f} s")
 
     started = time.perf_counter()
@@ -270,7 +270,7 @@ def main() -> None:
         print(f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"query {QUERY!r}, top 10; filtered = published since {SINCE}; medians in ms")
     print(f"a new process that only imports sentence-transformers: {naive_import:,.0f} ms")
-    print(f"vector file (warehouse/vector_file.py, `ingest --vector-file`; cold searches read it): {'; '.join(copies)}\n")
+    print(f"vector file (warehouse/vector_file.py, kept by every ingest; cold searches read it): {'; '.join(copies)}\n")
     if args.ann:
         print(f"--ann: open s ({'build + load' if args.rebuild_ann else 'load from disk'}), index lookup ms, whole search() ms"
               " (embedding + lookup + text fetch), recall@10 vs exact over 50 queries near stored passages")

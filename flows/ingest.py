@@ -329,9 +329,10 @@ def refresh_search_index(db: str) -> bool:
 
 @task(cache_policy=NO_CACHE, persist_result=False)
 def refresh_vector_file(db: str, keep: bool) -> str:
-    """With `keep`, rewrite the copy of the vectors that one-shot searches read
-    (warehouse/vector_file.py), from its own read-only connection: readers keep reading. Without,
-    remove any copy (this run's writes made it stale). A cache: a failure is logged, not raised."""
+    """With `keep`, bring the copy of the vectors that one-shot searches read up to date
+    (warehouse/vector_file.py: it appends the changed articles' rows), from its own read-only
+    connection: readers keep reading. Without, remove any copy (this run's writes made it stale).
+    A cache: a failure is logged, not raised."""
     try:
         return vector_file.write(db) if keep else vector_file.remove(db)
     except (OSError, ValueError, connection.WarehouseError) as err:
@@ -391,7 +392,7 @@ def ingest(
     workers: int = 0,
     dask_address: str | None = None,
     precision: str = "exact",
-    vector_file: bool = False,
+    vector_file: bool = True,
 ) -> dict:
     """Ingest article files into the warehouse; returns the run summary.
 
@@ -402,8 +403,9 @@ def ingest(
     in which no files were found, or that would lose more than half of its documents, keeps them
     all (one failure line says so) unless `allow_mass_prune`. With `workers` (a local Dask cluster
     of that many processes) or `dask_address` (a running scheduler) the parts are encoded on the
-    cluster and this process writes them (flows/distributed.py). With `vector_file` the run then
-    rewrites the copy of the vectors that one-shot searches read (warehouse/vector_file.py)."""
+    cluster and this process writes them (flows/distributed.py). With `vector_file` (the default) the
+    run then brings the copy of the vectors that one-shot searches read up to date
+    (warehouse/vector_file.py); without, it removes any copy."""
     config.offline_env()
     check_options(max_tokens, overlap_sentences, wait, batch_chars, part_chars)
     paths = [str(p) for p in (paths or [config.DEFAULT_SEEDS])]

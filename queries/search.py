@@ -297,7 +297,8 @@ def _vector_file(con: duckdb.DuckDBPyConnection, db):
     found = vector_file.open_current(con, config.db_path(db), state)
     if found is None:
         return None
-    return warm.WarmVectors(state, found.matrix, found.chunk_ids, found.doc_index, found.day, found.doc_ids, found.by_doc, found.doc_start)
+    return warm.WarmVectors(state, found.matrix, found.chunk_ids, found.doc_index, found.day, found.doc_ids, found.by_doc, found.doc_start,
+                            live=found.live)  # fmt: skip
 
 
 def _semantic_best(con: duckdb.DuckDBPyConnection, vectors, vector: np.ndarray, depth: int, filters: Filters) -> list[dict]:

@@ -55,6 +55,7 @@ class WarmVectors:
     doc_start: np.ndarray  # (documents + 1,) int64
     coarse: object | None = None  # faiss IndexScalarQuantizer (float16) over `matrix`, or None
     max_norm: float = 0.0  # the longest row of `matrix` (the float16 error bound scales with it)
+    live: np.ndarray | None = None  # (chunks,) bool: rows still stored (the vector file keeps dead ones); None: all
 
 
 @dataclass
@@ -270,8 +271,11 @@ def allowed_rows(
     source: str | None,
     doc: str | None,
 ) -> np.ndarray | None:
-    """Boolean mask of the chunks that pass the filters (None: no filter)."""
-    return filter_mask(con, vectors.doc_ids, vectors.doc_index, vectors.day, since, until, source, doc)
+    """Boolean mask of the chunks that pass the filters (None: no filter, and every row is live)."""
+    mask = filter_mask(con, vectors.doc_ids, vectors.doc_index, vectors.day, since, until, source, doc)
+    if vectors.live is None:
+        return mask
+    return np.asarray(vectors.live) if mask is None else mask & vectors.live
 
 
 def filter_mask(

@@ -170,6 +170,11 @@ def test_delete_removes_documents_from_every_index_at_once(ingest, db, tmp_path)
     con = duckdb.connect(str(db), read_only=True)
     assert con.execute("SELECT count(*) FROM documents").fetchone()[0] == before - 1
     assert con.execute("SELECT count(*) FROM chunks WHERE doc_id = ?", [doomed]).fetchone()[0] == 0
+    from newsindex.warehouse import vector_file
+
+    # The copy that the searches above read was updated with the delete, not left stale.
+    copy = vector_file.open_current(con, db)
+    assert copy is not None and vector_file._meta(db)["dead"] > 0
     con.close()
     assert keep in ids("semantic") or keep
 

@@ -12,7 +12,7 @@ import shutil
 import duckdb
 import numpy as np
 import pytest
-from conftest import EVAL_SET, SEED_FILE, doc_id_of, write
+from conftest import EVAL_SET, SEED_FILE, doc_id_of, rows, write
 from test_ann import DIM, clustered, synthetic_warehouse
 from test_eval import EVALSET, fixture_set  # noqa: F401 - the evaluation set's warehouse, a fixture
 
@@ -447,36 +447,106 @@ def test_one_shot_searches_from_the_vector_file_equal_the_sql_scan(search_db, tm
     assert full > 40 and used and all(v is not None for v in used)
 
 
-def test_a_stale_or_damaged_vector_file_is_not_read_and_the_flow_rewrites_it(search_db, prefect_server, tmp_path):
-    """An ingest asked for the vector file rewrites it for the new state; one not asked removes it."""
+def test_a_stale_or_damaged_vector_file_is_not_read_and_the_flow_updates_it(search_db, prefect_server, tmp_path):
+    """An ingest appends its articles to the vector file (the default); one told not to removes it.
+    A copy that names another state, or lost a file, is not read, and the next update rewrites it."""
     from newsindex import Index
     from newsindex.warehouse import vector_file
 
     db = tmp_path / "copy.duckdb"
     shutil.copy(search_db, db)
     assert vector_file.write(db) == "written"
-    (old,) = vector_file.folder(db).iterdir()
+    base = vector_file._meta(db)["base"]
     article = write(tmp_path / "news" / "ferry.md", "---\ntitle: Ferry Quorvath returns\ndate: 2025-05-05\n---\n"
                     "The Quorvath ferry is back in service after its engine was repaired.\n")  # fmt: skip
     with Index(db) as index:
-        summary = index.ingest([article.parent], vector_file=True)
-    assert summary["vector_file"] == "written"
-    (new,) = vector_file.folder(db).iterdir()  # the old state's folder is gone
-    assert new.name != old.name
+        summary = index.ingest([article.parent])
+    assert summary["vector_file"] == "appended"
+    meta = vector_file._meta(db)
+    assert meta["base"] == base and meta["generation"] == "g000002"
     assert "Quorvath" in search(db, "Quorvath ferry", k=1, mode="hybrid").hits[0].text
     with session(db) as con:
         assert vector_file.open_current(con, db) is not None
-        # A folder whose meta names another state, or that lost a file, is passed over.
-        meta = json.loads((new / "meta.json").read_text())
-        (new / "meta.json").write_text(json.dumps({**meta, "state": [0, 0, None]}))
+        current = vector_file.folder(db) / "current.json"
+        current.write_text(json.dumps({**meta, "state": [0, 0, None]}))
         assert vector_file.open_current(con, db) is None
-        (new / "meta.json").write_text(json.dumps(meta))
-        (new / "doc_start.npy").unlink()
+        current.write_text(json.dumps(meta))
+        (vector_file.folder(db) / base / meta["generation"] / "doc_start.npy").unlink()
         assert vector_file.open_current(con, db) is None
     assert vector_file.write(db) == "written"
+    assert vector_file._meta(db)["base"] != base
+    assert [p.name for p in vector_file.folder(db).iterdir() if p.is_dir()] == [vector_file._meta(db)["base"]]
     assert search(db, "Quorvath ferry", k=1, mode="semantic").hits[0].title == "Ferry Quorvath returns"
     later = write(tmp_path / "later" / "dam.md", "---\ntitle: Dam Velqorin inspected\ndate: 2025-05-06\n---\nThe Velqorin dam passed.\n")
     with Index(db) as index:
-        assert index.ingest([later.parent])["vector_file"] == "removed"
+        assert index.ingest([later.parent], vector_file=False)["vector_file"] == "removed"
     assert not vector_file.folder(db).exists()
     assert search(db, "Velqorin dam", k=1, mode="hybrid").hits[0].title == "Dam Velqorin inspected"
+
+
+def _same_as_the_scan(db, queries) -> int:
+    """Every one-shot search (from the vector file) answers as the SQL's own scans; the hits seen."""
+    seen = 0
+    for query in queries:
+        for mode, per_doc in (("hybrid", False), ("semantic", False), ("semantic", True)):
+            cold = search(db, query, k=4, mode=mode, per_doc=per_doc)
+            with session(db) as con:
+                scanned = search(con, query, k=4, mode=mode, per_doc=per_doc, in_memory=False)
+            (same_hybrid_answer if mode == "hybrid" else same_answer)(cold.hits, scanned.hits)
+            seen += len(cold.hits)
+    return seen
+
+
+def test_the_vector_file_follows_replaced_and_removed_articles_and_survives_a_cut_short_update(ingest, db, tmp_path, monkeypatch):
+    """Appends keep the copy exact: a replaced article's old rows and a removed article's rows are
+    dead (never a hit), its new rows are found; bytes a crashed update left past the named rows
+    are ignored, then cut off; past a share of dead rows the copy is rewritten whole."""
+    from newsindex.warehouse import vector_file
+
+    news = tmp_path / "news"
+    text = {
+        "tram": "---\ntitle: Tram line Oskeba opens\ndate: 2025-03-01\n---\nThe Oskeba tram line opened to riders on Monday.\n",
+        "bridge": "---\ntitle: Bridge Halvenor closes\ndate: 2025-03-02\n---\nThe Halvenor bridge closed for repairs after cracks were found.\n",
+        "choir": "---\ntitle: Choir Mirelta sings\ndate: 2025-03-03\n---\nThe Mirelta choir sang to a full hall.\n",
+    }
+    for name, body in text.items():
+        write(news / f"{name}.md", body)
+    assert ingest(news)["vector_file"] == "written"
+    searches = ["Oskeba tram", "Halvenor bridge repairs", "Mirelta choir", "Quindle harbour fish market"]
+    assert _same_as_the_scan(db, searches) > 0
+    write(news / "bridge.md", "---\ntitle: Bridge Halvenor reopens\ndate: 2025-04-02\n---\n"
+          "Traffic is back on the Halvenor bridge, its steel deck renewed.\n")  # fmt: skip
+    (news / "choir.md").unlink()
+    write(news / "harbour.md", "---\ntitle: Harbour Quindle market\ndate: 2025-04-03\n---\nThe Quindle harbour fish market moved indoors.\n")
+    summary = ingest(news, prune=True)
+    assert summary["vector_file"] == "appended" and summary["removed"] == 1
+    meta = vector_file._meta(db)
+    assert meta["dead"] >= 2 and meta["rows"] - meta["dead"] == rows(db, "SELECT count(*) FROM chunks")[0][0]
+    assert _same_as_the_scan(db, searches) > 0
+    stored = {r[0] for r in rows(db, "SELECT chunk_id FROM chunks")}
+    with session(db) as con:
+        copy = vector_file.open_current(con, db)
+        assert copy is not None and set(copy.chunk_ids[np.flatnonzero(copy.live)].tolist()) == stored
+    for hit in search(db, "Mirelta choir sang", k=4, mode="semantic").hits + search(db, "cracks were found", k=4, mode="semantic").hits:
+        assert hit.chunk_id in stored and hit.title != "Bridge Halvenor closes"
+    # A crash after the append and before current.json: rows past the named ones, a half generation.
+    base = vector_file.folder(db) / meta["base"]
+    with open(base / "matrix.f32", "ab") as out:
+        out.write(np.full(3 * meta["dim"], 7.0, np.float32).tobytes())
+    with open(base / "ids.bin", "ab") as out:
+        out.write(b"x" * meta["id_width"] * 3)
+    (base / f"g{int(meta['generation'][1:]) + 1:06d}.partial-1").mkdir()
+    assert _same_as_the_scan(db, searches) > 0
+    write(news / "tram.md", text["tram"].replace("Monday", "Tuesday"))
+    assert ingest(news)["vector_file"] == "appended"
+    meta = vector_file._meta(db)
+    assert (base / "matrix.f32").stat().st_size == meta["rows"] * meta["dim"] * 4
+    assert (base / "ids.bin").stat().st_size == meta["rows"] * meta["id_width"]
+    assert sorted(p.name for p in base.iterdir() if p.is_dir()) == [f"g{int(meta['generation'][1:]) - 1:06d}", meta["generation"]]
+    assert _same_as_the_scan(db, searches) > 0
+    monkeypatch.setattr(vector_file, "_DEAD_SHARE", 0.0)
+    monkeypatch.setattr(vector_file, "_DEAD_FLOOR", 0)
+    write(news / "tram.md", text["tram"].replace("Monday", "Wednesday"))
+    assert ingest(news)["vector_file"] == "written"
+    assert vector_file._meta(db)["dead"] == 0 and vector_file._meta(db)["base"] != meta["base"]
+    assert _same_as_the_scan(db, searches) > 0
