@@ -421,6 +421,21 @@ def test_the_float16_copy_only_chooses_candidates_and_the_answer_stays_exact(tmp
 # --- the vector file: one-shot searches --------------------------------------------------------
 
 
+def cold_equals_scan(db, queries: list[str], filters: list, k: int) -> list[int]:
+    """Every one-shot search (a path: from the vector file where one is current) answers as the
+    SQL's own scans, hybrid and semantic (also per article); each answer's number of hits."""
+    counts = []
+    for query in queries:
+        for f in filters:
+            for mode, per_doc in (("hybrid", False), ("semantic", False), ("semantic", True)):
+                cold = search(db, query, k=k, mode=mode, filters=f, per_doc=per_doc)
+                with session(db) as con:
+                    scanned = search(con, query, k=k, mode=mode, filters=f, per_doc=per_doc, in_memory=False)
+                (same_hybrid_answer if mode == "hybrid" else same_answer)(cold.hits, scanned.hits)
+                counts.append(len(cold.hits))
+    return counts
+
+
 def test_one_shot_searches_from_the_vector_file_equal_the_sql_scan(search_db, tmp_path, monkeypatch):
     """A one-shot search (a path, as the CLI runs it) reads the semantic side from the memory-mapped
     vector file where one is current: the answers of the SQL's own scans, for every filter."""
@@ -435,16 +450,8 @@ def test_one_shot_searches_from_the_vector_file_equal_the_sql_scan(search_db, tm
     seed = doc_id_of(db, SEED_FILE.stem)
     filters = [None, Filters(since=dt.date(2024, 6, 1)), Filters(source="*/corpus/*", until=dt.date(2025, 6, 1)), Filters(doc=seed),
                Filters(since=dt.date(2030, 1, 1))]  # fmt: skip
-    full = 0
-    for query in [*QUERIES, *labelled_queries(EVAL_SET)[:6]]:
-        for f in filters:
-            for mode, per_doc in (("hybrid", False), ("semantic", False), ("semantic", True)):
-                cold = search(db, query, k=5, mode=mode, filters=f, per_doc=per_doc)
-                with session(db) as con:
-                    scanned = search(con, query, k=5, mode=mode, filters=f, per_doc=per_doc, in_memory=False)
-                (same_hybrid_answer if mode == "hybrid" else same_answer)(cold.hits, scanned.hits)
-                full += len(cold.hits) == 5
-    assert full > 40 and used and all(v is not None for v in used)
+    counts = cold_equals_scan(db, [*QUERIES, *labelled_queries(EVAL_SET)[:6]], filters, k=5)
+    assert sum(n == 5 for n in counts) > 40 and used and all(v is not None for v in used)
 
 
 def test_a_stale_or_damaged_vector_file_is_not_read_and_the_flow_updates_it(search_db, prefect_server, tmp_path):
@@ -484,17 +491,6 @@ def test_a_stale_or_damaged_vector_file_is_not_read_and_the_flow_updates_it(sear
     assert search(db, "Velqorin dam", k=1, mode="hybrid").hits[0].title == "Dam Velqorin inspected"
 
 
-def _same_as_the_scan(db, queries) -> int:
-    """Every one-shot search (from the vector file) answers as the SQL's own scans; the hits seen."""
-    seen = 0
-    for query in queries:
-        for mode, per_doc in (("hybrid", False), ("semantic", False), ("semantic", True)):
-            cold = search(db, query, k=4, mode=mode, per_doc=per_doc)
-            with session(db) as con:
-                scanned = search(con, query, k=4, mode=mode, per_doc=per_doc, in_memory=False)
-            (same_hybrid_answer if mode == "hybrid" else same_answer)(cold.hits, scanned.hits)
-            seen += len(cold.hits)
-    return seen
 
 
 def test_the_vector_file_follows_replaced_and_removed_articles_and_survives_a_cut_short_update(ingest, db, tmp_path, monkeypatch):
@@ -513,7 +509,7 @@ def test_the_vector_file_follows_replaced_and_removed_articles_and_survives_a_cu
         write(news / f"{name}.md", body)
     assert ingest(news)["vector_file"] == "written"
     searches = ["Oskeba tram", "Halvenor bridge repairs", "Mirelta choir", "Quindle harbour fish market"]
-    assert _same_as_the_scan(db, searches) > 0
+    assert sum(cold_equals_scan(db, searches, [None], k=4)) > 0
     write(news / "bridge.md", "---\ntitle: Bridge Halvenor reopens\ndate: 2025-04-02\n---\n"
           "Traffic is back on the Halvenor bridge, its steel deck renewed.\n")  # fmt: skip
     (news / "choir.md").unlink()
@@ -522,7 +518,7 @@ def test_the_vector_file_follows_replaced_and_removed_articles_and_survives_a_cu
     assert summary["vector_file"] == "appended" and summary["removed"] == 1
     meta = vector_file._meta(db)
     assert meta["dead"] >= 2 and meta["rows"] - meta["dead"] == rows(db, "SELECT count(*) FROM chunks")[0][0]
-    assert _same_as_the_scan(db, searches) > 0
+    assert sum(cold_equals_scan(db, searches, [None], k=4)) > 0
     stored = {r[0] for r in rows(db, "SELECT chunk_id FROM chunks")}
     with session(db) as con:
         copy = vector_file.open_current(con, db)
@@ -536,17 +532,17 @@ def test_the_vector_file_follows_replaced_and_removed_articles_and_survives_a_cu
     with open(base / "ids.bin", "ab") as out:
         out.write(b"x" * meta["id_width"] * 3)
     (base / f"g{int(meta['generation'][1:]) + 1:06d}.partial-1").mkdir()
-    assert _same_as_the_scan(db, searches) > 0
+    assert sum(cold_equals_scan(db, searches, [None], k=4)) > 0
     write(news / "tram.md", text["tram"].replace("Monday", "Tuesday"))
     assert ingest(news)["vector_file"] == "appended"
     meta = vector_file._meta(db)
     assert (base / "matrix.f32").stat().st_size == meta["rows"] * meta["dim"] * 4
     assert (base / "ids.bin").stat().st_size == meta["rows"] * meta["id_width"]
     assert sorted(p.name for p in base.iterdir() if p.is_dir()) == [f"g{int(meta['generation'][1:]) - 1:06d}", meta["generation"]]
-    assert _same_as_the_scan(db, searches) > 0
+    assert sum(cold_equals_scan(db, searches, [None], k=4)) > 0
     monkeypatch.setattr(vector_file, "_DEAD_SHARE", 0.0)
     monkeypatch.setattr(vector_file, "_DEAD_FLOOR", 0)
     write(news / "tram.md", text["tram"].replace("Monday", "Wednesday"))
     assert ingest(news)["vector_file"] == "written"
     assert vector_file._meta(db)["dead"] == 0 and vector_file._meta(db)["base"] != meta["base"]
-    assert _same_as_the_scan(db, searches) > 0
+    assert sum(cold_equals_scan(db, searches, [None], k=4)) > 0

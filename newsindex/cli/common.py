@@ -74,6 +74,13 @@ db_option = click.option(
     help="Warehouse file (default: $NEWSINDEX_DB or warehouse/newsindex.duckdb).",
 )  # fmt: skip
 
+# `ingest` and `schedule`: whether each run keeps warehouse/vector_file.py's copy.
+vector_file_option = click.option(
+    "--vector-file/--no-vector-file", default=True, show_default=True,
+    help="Keep a copy of the vectors beside the warehouse (<db>.vectors/) that one-shot searches read: about 1 s faster "
+         "at 1M chunks, for 1.5 GB of disk there; each run appends its changed articles' rows.",
+)  # fmt: skip
+
 
 def _not_nan(ctx, param, value):
     # FloatRange lets NaN through (every comparison with it is false).

@@ -12,7 +12,7 @@ import click
 
 from newsindex import config
 from newsindex.cli.app import cli
-from newsindex.cli.common import CLIError, _not_nan, db_option, domain_errors
+from newsindex.cli.common import CLIError, _not_nan, db_option, domain_errors, vector_file_option
 from newsindex.cli.output import _cell, _printable, _table
 
 
@@ -34,8 +34,7 @@ from newsindex.cli.output import _cell, _printable, _table
 @click.option("--dask-address", metavar="tcp://HOST:PORT", help="Encode on the workers of this running Dask scheduler.")
 @click.option("--precision", type=click.Choice(["exact", "int8"]), default="exact", show_default=True,
               help="int8: quantised encoder, faster but less accurate; its vectors are kept apart from exact ones.")
-@click.option("--vector-file/--no-vector-file", default=True, show_default=True,
-              help="Keep a copy of the vectors beside the warehouse (<db>.vectors/) that one-shot searches read: about 1 s faster at 1M chunks, for 1.5 GB of disk there; each run appends its changed articles' rows.")
+@vector_file_option
 @domain_errors
 def ingest(
     paths: Sequence[str], db: str | None, prune: bool, allow_mass_prune: bool, max_tokens: int, overlap: int, as_json: bool,

@@ -12,7 +12,7 @@ import click
 
 from newsindex import config
 from newsindex.cli.app import cli
-from newsindex.cli.common import db_option, domain_errors
+from newsindex.cli.common import db_option, domain_errors, vector_file_option
 
 
 @cli.group()
@@ -69,8 +69,7 @@ def server_status(as_json: bool) -> None:
 @click.option("--allow-mass-prune", is_flag=True, help="With --prune: let a run empty a folder or remove more than half of it.")
 @click.option("--workers", type=click.IntRange(0, 512), default=0, help="Encode each run on a local Dask cluster of N worker processes.")
 @click.option("--dask-address", metavar="tcp://HOST:PORT", help="Encode each run on the workers of this running Dask scheduler.")
-@click.option("--vector-file/--no-vector-file", default=True, show_default=True,
-              help="Keep a copy of the vectors beside the warehouse (<db>.vectors/) that one-shot searches read: about 1 s faster at 1M chunks, for 1.5 GB of disk there; each run appends its changed articles' rows.")
+@vector_file_option
 @db_option
 @domain_errors
 def schedule(
